@@ -1,0 +1,37 @@
+# tickhub developer commands. Everything a test needs is installed from here.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv build test bench bench-fanout demo clean wheel
+
+venv: $(DEPS)
+
+# Build requirements first (no build isolation: the editable build uses the venv's
+# pinned Cython and picows), then the package with its test extras.
+$(DEPS): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=69" wheel "Cython>=3.1,<3.4" "picows==2.3.1"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+# Compile the extensions in place (src/tickhub/_ext/*.so); generated C goes to build/cython.
+build: $(DEPS)
+	$(PY) setup.py -q build_ext --inplace -j 2
+
+test: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Micro benchmarks (pytest-benchmark) and the real-socket fan-out benchmark.
+bench: build
+	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=bench/results/micro.json -p no:cacheprovider
+	$(PY) bench/fanout.py --out bench/results/fanout.jsonl
+
+wheel: $(DEPS)
+	$(PY) -m pip wheel . --no-deps -w dist/
+
+clean:
+	rm -rf build dist src/tickhub/_ext/*.so src/*.egg-info .pytest_cache

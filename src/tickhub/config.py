@@ -43,6 +43,7 @@ __all__ = [
     "add_arguments",
     "JWT_ALGORITHMS",
     "HMAC_ALGORITHMS",
+    "HMAC_MIN_KEY_BYTES",
     "BUSES",
     "LOG_LEVELS",
 ]
@@ -52,7 +53,7 @@ __all__ = [
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 #: RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
-_HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 BUSES = ("memory", "redis", "kafka")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -283,10 +284,10 @@ class Config:
                                   f" is {alg}; set HUB_JWT_SECRET instead (or change the "
                                   f"algorithm)")
             if (self.production and self.jwt_secret is not None
-                    and len(self.jwt_secret.encode()) < _HMAC_MIN_KEY_BYTES[alg]):
+                    and len(self.jwt_secret.encode()) < HMAC_MIN_KEY_BYTES[alg]):
                 raise ConfigError(f"HUB_JWT_SECRET is {len(self.jwt_secret.encode())} bytes; "
                                   f"{alg} in production needs at least "
-                                  f"{_HMAC_MIN_KEY_BYTES[alg]} (RFC 7518 section 3.2)")
+                                  f"{HMAC_MIN_KEY_BYTES[alg]} (RFC 7518 section 3.2)")
         else:
             if self.jwt_secret is not None:
                 raise ConfigError(f"HUB_JWT_SECRET is for HS256/384/512 but HUB_JWT_ALGORITHM is"

@@ -441,7 +441,7 @@ async def _assert_rotation_is_seamless(sim: Any, up: BinanceUpstream, rec: Recor
 
 
 async def test_server_shutdown_rotates_without_gap_or_duplicate(make_sim: Any, make_upstream: Any) -> None:
-    sim = await make_sim(rate=50.0)
+    sim = await make_sim(rate=200.0)
     up, rec = make_upstream(fast(sim.url))
     streams = ["btcusdt@trade", "ethusdt@trade"]
     for s in streams:
@@ -454,7 +454,7 @@ async def test_server_shutdown_rotates_without_gap_or_duplicate(make_sim: Any, m
 
 
 async def test_max_age_rotates_without_gap_or_duplicate(make_sim: Any, make_upstream: Any) -> None:
-    sim = await make_sim(rate=50.0)
+    sim = await make_sim(rate=200.0)
     up, rec = make_upstream(fast(sim.url, max_age=1.0))
     streams = ["btcusdt@trade", "ethusdt@aggTrade"]
     for s in streams:
@@ -467,3 +467,4 @@ async def test_max_age_rotates_without_gap_or_duplicate(make_sim: Any, make_upst
     assert_contiguous(rec.ids("ethusdt@aggTrade", "a"), "ethusdt@aggTrade")
     assert rec.events("rotating")[0]["reason"] == "max_age"
     assert not rec.events("gap") and not rec.events("disconnected")
+    assert up.snapshot()["counters"]["duplicates_dropped"] > 0  # the overlap really happened

@@ -239,3 +239,28 @@ def test_encoded_replies_parse_as_binance_shapes() -> None:
     assert list(ok) == ["result", "id"] and ok == {"result": {"a": [1, 2]}, "id": 1}
     err = json.loads(encode_error(b"null", 3, "Invalid JSON"))
     assert list(err) == ["error", "id"] and list(err["error"]) == ["code", "msg"]
+
+
+# --- the error tree and close codes the replies and closes come from ---------------------
+
+def test_error_tree() -> None:
+    from tickhub.errors import AuthError, ConfigError, TickhubError
+    for cls in (ConfigError, AuthError, ProtocolError, InvalidStream):
+        assert issubclass(cls, TickhubError)
+    assert issubclass(InvalidStream, ProtocolError)
+    assert str(AuthError(401, "missing token")) == "401 missing token"
+
+
+def test_close_codes_values_and_reconnect_advice() -> None:
+    from tickhub.errors import CloseCode
+    assert {c.name: int(c) for c in CloseCode} == {
+        "NORMAL": 1000, "GOING_AWAY": 1001, "PROTOCOL_ERROR": 1002, "UNSUPPORTED_DATA": 1003,
+        "INVALID_PAYLOAD": 1007, "POLICY_VIOLATION": 1008, "MESSAGE_TOO_BIG": 1009,
+        "INTERNAL_ERROR": 1011, "TRY_AGAIN_LATER": 1013, "TOKEN_EXPIRED": 4001,
+        "SLOW_CONSUMER": 4008, "PONG_TIMEOUT": 4010, "STREAM_GAP": 4011, "RATE_LIMITED": 4029}
+    reconnect = {c.name for c in CloseCode if c.reconnect}
+    assert reconnect == {"GOING_AWAY", "INTERNAL_ERROR", "TRY_AGAIN_LATER", "TOKEN_EXPIRED",
+                         "SLOW_CONSUMER", "PONG_TIMEOUT", "STREAM_GAP", "RATE_LIMITED"}
+    for code in CloseCode:
+        # a close reason must fit the 125-byte control-frame payload with the 2-byte code
+        assert 0 < len(code.description.encode()) <= 123

@@ -16,7 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
+import uvloop
 import websockets
+
+from picows import WSMsgType
+from picows.picows import _make_test_ws_frame
 
 from tickhub.upstream import BinanceUpstream, UpstreamSettings
 from tickhub.upstream.backoff import Backoff, SlidingWindowLimiter
@@ -201,6 +205,31 @@ async def test_rotation_merge_delivers_each_event_once_whatever_the_interleaving
         assert delivered == list(range(1, 40)), f"trial {trial}: {delivered}"
         assert up.rotations == 1, f"trial {trial}: rotation did not finish"
         assert up._states[_STREAM.encode()].source is new
+
+
+async def test_raw_server_shutdown_starts_a_rotation() -> None:
+    rec = Recorder()
+    up = BinanceUpstream(UpstreamSettings(), rec.on_data, rec.on_stream_error, rec.on_status)
+    up.acquire(_STREAM)
+    conn = up._connections[0]
+    conn.acked.add(_STREAM)
+    conn.on_message(b'{"e":"serverShutdown","E":1700000000000}')
+    assert [(e["old"], e["new"], e["reason"]) for e in rec.events("rotating")] == [(1, 2, "serverShutdown")]
+    conn.on_message(b'{"e":"serverShutdown","E":1700000000001}')  # announced twice: one rotation
+    assert len(rec.events("rotating")) == 1
+
+
+def test_fragmented_message_is_reassembled() -> None:
+    delivered: list[bytes] = []
+    up = BinanceUpstream(UpstreamSettings(), lambda s, p: delivered.append(p))
+    up.acquire(_STREAM)
+    conn = up._connections[0]
+    whole = _trade(5)
+    conn.on_ws_frame(None, _make_test_ws_frame(WSMsgType.TEXT, whole[:30], False, False))
+    conn.on_ws_frame(None, _make_test_ws_frame(WSMsgType.CONTINUATION, whole[30:60], False, False))
+    assert delivered == []
+    conn.on_ws_frame(None, _make_test_ws_frame(WSMsgType.CONTINUATION, whole[60:], True, False))
+    assert [orjson.loads(p)["t"] for p in delivered] == [5]
 
 
 async def test_events_without_id_come_from_old_before_switch_and_new_after() -> None:
@@ -396,6 +425,20 @@ async def test_refused_handshakes_back_off_then_connect(make_sim: Any, make_upst
     assert sim.handshakes >= 4
 
 
+async def test_connect_budget_spreads_attempts(make_sim: Any, make_upstream: Any) -> None:
+    sim = await make_sim()
+    sim.refuse_handshakes(status=503, count=3)
+    up, rec = make_upstream(fast(sim.url, connect_budget=2, connect_window=1.0,
+                                 backoff_initial=0.01, backoff_max=0.02))
+    up.acquire("btcusdt@trade")
+    started = time.monotonic()
+    await up.start()
+    await wait_until(lambda: rec.events("connected"), what="connected within the budget")
+    # attempts 1 and 2 go at once, 3 and 4 only after the first window has passed
+    assert time.monotonic() - started >= 0.95
+    assert sim.handshakes == 4
+
+
 async def test_http_429_backs_off_longer(make_sim: Any, make_upstream: Any) -> None:
     sim = await make_sim()
     sim.refuse_handshakes(status=429, count=1)
@@ -468,3 +511,28 @@ async def test_max_age_rotates_without_gap_or_duplicate(make_sim: Any, make_upst
     assert rec.events("rotating")[0]["reason"] == "max_age"
     assert not rec.events("gap") and not rec.events("disconnected")
     assert up.snapshot()["counters"]["duplicates_dropped"] > 0  # the overlap really happened
+
+
+def test_runs_on_uvloop_through_a_reconnect() -> None:
+    """Production runs on uvloop; the other tests use pytest-asyncio's default loop."""
+    from tickhub.sim import SimConfig, Simulator
+
+    async def scenario() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        sim = Simulator(SimConfig(symbols=("btcusdt",), rate=50.0, seed=3))
+        await sim.start(host="127.0.0.1", port=0)
+        rec = Recorder()
+        up = BinanceUpstream(fast(sim.url), rec.on_data, rec.on_stream_error, rec.on_status)
+        try:
+            up.acquire("btcusdt@trade")
+            await up.start()
+            await wait_until(lambda: len(rec.data["btcusdt@trade"]) >= 3, what="data")
+            sim.drop_connections()
+            count = len(rec.data["btcusdt@trade"])
+            await wait_until(lambda: len(rec.data["btcusdt@trade"]) > count + 3, what="data after drop")
+            assert rec.events("gap")
+        finally:
+            await up.stop()
+            await sim.stop()
+
+    uvloop.run(scenario())

@@ -192,7 +192,7 @@ class _Request:
         self.sent_at = sent_at
 
 
-class _Connection(WSListener):  # type: ignore[misc]
+class _Connection(WSListener):
     """One exchange connection: its streams, its control queue, its frame handler.
 
     The object outlives its transports: reconnects reuse it (the listener factory returns

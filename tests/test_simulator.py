@@ -63,7 +63,7 @@ async def http_get(sim: Simulator, path: str) -> tuple[int, dict[str, str], byte
     return int(lines[0].split()[1]), headers, body
 
 
-class Collector(WSListener):  # type: ignore[misc]
+class Collector(WSListener):
     """picows client listener that queues (type, payload, close code) of every frame."""
 
     def __init__(self) -> None:
@@ -87,6 +87,7 @@ class Collector(WSListener):  # type: ignore[misc]
 
 async def picows_client(url: str, **kwargs: Any) -> tuple[WSTransport, Collector]:
     transport, listener = await ws_connect(Collector, url, **kwargs)
+    assert isinstance(listener, Collector)
     return transport, listener
 
 
@@ -343,7 +344,7 @@ async def test_two_connections_receive_identical_bytes(start_sim: StartSim) -> N
     transport, collector = await picows_client(url)
     async with websockets.connect(url) as ws:
         via_websockets = [await asyncio.wait_for(ws.recv(decode=False), 2) for _ in range(30)]
-    via_picows = []
+    via_picows: list[bytes] = []
     while len(via_picows) < 60:
         via_picows.append((await collector.next(WSMsgType.TEXT))[1])
     transport.disconnect()

@@ -146,13 +146,13 @@ class Instrument:
     _PX_CACHE_SIZE = 20_000
 
     def __init__(self, symbol: str, seed: int) -> None:
-        self.symbol = symbol
-        self.upper = symbol.upper().encode()
+        self.symbol: str = symbol
+        self.upper: bytes = symbol.upper().encode()
         price, decimals = _KNOWN_PRICES.get(symbol, (0.0, 4))
         if price == 0.0:
             price = 1.0 + random.Random(f"{seed}:{symbol}:price").random() * 999.0
-        self.scale = 10 ** decimals
-        self.base_ticks = max(int(price * self.scale), 1000)
+        self.scale: int = 10 ** decimals
+        self.base_ticks: int = max(int(price * self.scale), 1000)
         self._px_format = b"%d.%0" + str(decimals).encode() + b"d" + b"0" * (8 - decimals)
         self._px_cache: dict[int, bytes] = {}
 

@@ -258,7 +258,7 @@ class _Periodic:
 # --------------------------------------------------------------------------------------
 # Connections
 
-class _Connection(WSListener):  # type: ignore[misc]
+class _Connection(WSListener):
     """One client connection: its subscriptions, properties and policing."""
 
     def __init__(self, sim: Simulator, initial_streams: list[str], combined: bool,
@@ -436,7 +436,7 @@ class Simulator:
         self._books: dict[str, _BookSource] = {}
         self._active_sources: dict[_Source, None] = {}
         self._active_periodic: dict[_Periodic, None] = {}
-        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_handle: asyncio.Handle | None = None
         self._refuse_status: int | None = None
         self._refuse_remaining: int | None = None
         self._shutdown_handles: list[asyncio.TimerHandle] = []

@@ -94,11 +94,6 @@ class SlidingWindowLimiter:
         """Count one event now."""
         self._events.append(self._clock())
 
-    def in_window(self) -> int:
-        """How many events the current window holds."""
-        self.delay()
-        return len(self._events)
-
     async def acquire(self) -> float:
         """Wait until an event fits, record it, and return how long it waited."""
         waited = 0.0

@@ -634,3 +634,38 @@ async def test_cli_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# a real Binance client library as the oracle
+
+async def test_python_binance_depth_cache_and_multiplex(
+        start_sim: StartSim, monkeypatch: pytest.MonkeyPatch) -> None:
+    binance = pytest.importorskip("binance")
+    sim = await start_sim(rate=100.0)
+    monkeypatch.setattr(binance.AsyncClient, "API_URL", sim.url.replace("ws://", "http://") + "/api")
+    monkeypatch.setattr(binance.BinanceSocketManager, "STREAM_URL", sim.url + "/")
+    client = await binance.AsyncClient.create()  # calls /api/v3/ping and /time
+    snapshots = 0
+    get_order_book = client.get_order_book
+
+    async def counting_get_order_book(**kwargs: Any) -> Any:
+        nonlocal snapshots
+        snapshots += 1
+        return await get_order_book(**kwargs)
+
+    client.get_order_book = counting_get_order_book
+    try:
+        async with binance.DepthCacheManager(client, "BTCUSDT", refresh_interval=0) as cache:
+            for _ in range(10):
+                depth = await asyncio.wait_for(cache.recv(), 5)
+                best_bid, best_ask = depth.get_bids()[0][0], depth.get_asks()[0][0]
+                assert best_bid < best_ask
+        # DepthCacheManager re-fetches the snapshot whenever U != lastUpdateId + 1
+        assert snapshots == 1
+        manager = binance.BinanceSocketManager(client)
+        async with manager.multiplex_socket(["btcusdt@trade", "ethusdt@kline_1m"]) as socket:
+            streams = {(await asyncio.wait_for(socket.recv(), 5))["stream"] for _ in range(5)}
+        assert streams == {"btcusdt@trade", "ethusdt@kline_1m"}
+    finally:
+        await client.close_connection()

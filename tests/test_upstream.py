@@ -536,3 +536,20 @@ def test_runs_on_uvloop_through_a_reconnect() -> None:
             await sim.stop()
 
     uvloop.run(scenario())
+
+
+async def test_old_connection_lost_mid_rotation_reports_gap(make_sim: Any, make_upstream: Any) -> None:
+    sim = await make_sim(rate=200.0)
+    up, rec = make_upstream(fast(sim.url))
+    up.acquire("btcusdt@trade")
+    await up.start()
+    await wait_until(lambda: len(rec.data["btcusdt@trade"]) >= 5, what="data")
+    await sim.send_server_shutdown(close_after=0.0)  # closed before the successor can overlap
+    await wait_until(lambda: up.rotations == 1, what="rotation finished")
+    (gap,) = rec.events("gap")
+    assert gap["streams"] == ["btcusdt@trade"] and gap["reason"] == "old connection lost"
+    count = len(rec.data["btcusdt@trade"])
+    await wait_until(lambda: len(rec.data["btcusdt@trade"]) > count + 5, what="data from the successor")
+    ids = rec.ids("btcusdt@trade")
+    assert len(ids) == len(set(ids))  # a gap perhaps, but never a duplicate
+    assert sim.connection_count == 1

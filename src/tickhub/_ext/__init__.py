@@ -1,8 +1,8 @@
 """Selector for the hot path: the compiled Cython modules or their pure-Python twins.
 
 Modules: ``frames`` (server frame and combined-wrapper building), ``envelope`` (upstream
-message recognition without a JSON decode) and ``fanout`` (topics, subscribers, the
-per-loop-turn flush). Each has a twin ``<name>_py`` written in plain Python; it is the
+message recognition without a JSON decode), ``fanout`` (topics, subscribers, the
+per-loop-turn flush) and ``listener`` (the per-connection frame handler for clients). Each has a twin ``<name>_py`` written in plain Python; it is the
 oracle in parity tests and the fallback when the extensions are not built.
 
 Which one runs is never silent: :data:`IMPLEMENTATION` is ``"compiled"`` or ``"python"``,
@@ -19,9 +19,9 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["IMPLEMENTATION", "COMPILED_IMPORT_ERROR", "frames", "envelope", "fanout", "load"]
+__all__ = ["IMPLEMENTATION", "COMPILED_IMPORT_ERROR", "frames", "envelope", "fanout", "listener", "load"]
 
-_MODULES = ("frames", "envelope", "fanout")
+_MODULES = ("frames", "envelope", "fanout", "listener")
 
 
 def load(impl: str) -> dict[str, ModuleType]:
@@ -52,3 +52,4 @@ else:
 frames: ModuleType = _mods["frames"]
 envelope: ModuleType = _mods["envelope"]
 fanout: ModuleType = _mods["fanout"]
+listener: ModuleType = _mods["listener"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -572,6 +573,26 @@ async def test_incoming_message_rate_limit(start_sim: StartSim) -> None:
             await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": i})
             await asyncio.sleep(0.25)
         assert sim.connection_count == 1
+
+
+async def test_slow_consumer_is_aborted(start_sim: StartSim,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tickhub.sim")
+    sim = await start_sim(rate=100_000.0, max_send_buffer=256 * 1024)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    writer.write(b"GET /ws/btcusdt@trade HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)).startswith(b"HTTP/1.1 101")
+    assert sim.connection_count == 1
+    # this client never reads again: once the kernel buffers are full the server's own
+    # buffer grows past max_send_buffer and the connection is dropped
+    deadline = time.monotonic() + 10
+    while sim.connection_count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sim.connection_count == 0 and sim.subscriptions() == {}
+    assert "aborting slow consumer" in caplog.text
+    writer.close()
 
 
 async def test_connection_age_limit(start_sim: StartSim) -> None:

@@ -485,8 +485,10 @@ def kline_close_time(interval: str, open_ms: int) -> int:
 class KlineGenerator:
     """``<symbol>@kline_<interval>``: the current candle, pushed every 1 s / 2 s.
 
-    The first push after the candle's close time carries the finished candle with
-    ``x: true``; the next push starts the candle that contains the current time.
+    Every push adds a few simulated trades to the candle. The first push after the
+    candle's close time carries the finished candle with ``x: true`` and starts the candle
+    that contains the current time (so ``kline_1s``, pushed every second, is mostly
+    closed candles).
     """
 
     def __init__(self, inst: Instrument, interval: str, seed: int) -> None:
@@ -513,10 +515,14 @@ class KlineGenerator:
     def generate(self, now_ms: int) -> Event:
         if self.open_ms < 0:
             self._start(now_ms)
-        elif now_ms > self.close_ms:
+        self._add_trades()
+        if now_ms > self.close_ms:
             event = self._event(now_ms, closed=True)
             self._start(now_ms)
             return event
+        return self._event(now_ms, closed=False)
+
+    def _add_trades(self) -> None:
         r = self._rng.random
         base = self.inst.base_ticks
         for _ in range(1 + int(r() * 10.0)):
@@ -534,7 +540,6 @@ class KlineGenerator:
                 self.h = self.price
             if self.price < self.l:
                 self.l = self.price
-        return self._event(now_ms, closed=False)
 
     def _event(self, now_ms: int, closed: bool) -> Event:
         px = self.inst.px

@@ -822,10 +822,7 @@ class Simulator:
         # python-binance appends "?timeUnit=X" after "?streams=...": treat later "?" as "&".
         query = query.replace("?", "&")
         path = unquote(path)
-        try:
-            params = parse_qs(query, keep_blank_values=True)
-        except ValueError:
-            params = {}
+        params = parse_qs(query, keep_blank_values=True)
         if path.startswith("/api/"):
             return self._rest(path, params)
         self.handshakes += 1

@@ -35,3 +35,7 @@ wheel: $(DEPS)
 
 clean:
 	rm -rf build dist src/tickhub/_ext/*.so src/*.egg-info .pytest_cache
+
+# The hub on its embedded defaults with the built-in exchange simulator.
+demo: build
+	$(PY) -m tickhub demo

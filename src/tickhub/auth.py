@@ -69,6 +69,7 @@ class Principal:
     subject: str | None
     expires_at: float | None
     stream_patterns: tuple[str, ...] | None
+    admin: bool = False  # the ``admin: true`` claim: may read /admin/state
 
     def may_subscribe(self, stream: str) -> bool:
         """Whether this principal may subscribe ``stream`` (a canonical hub-wide key).
@@ -197,6 +198,7 @@ def _principal_from(claims: dict[str, Any]) -> Principal:
         subject=subject if isinstance(subject, str) else None,
         expires_at=float(exp) if exp is not None else None,
         stream_patterns=patterns,
+        admin=claims.get("admin") is True,
     )
 
 
@@ -209,13 +211,15 @@ def mint_token(
     algorithm: str = "HS256",
     audience: str | None = None,
     issuer: str | None = None,
+    admin: bool = False,
 ) -> str:
     """A signed JWT for development (``tickhub token``).
 
     ``secret`` is the HMAC secret, or a PEM private key for RS*/ES*/EdDSA. The token gets
     ``sub``, ``iat`` and ``exp = now + ttl``; ``ttl=0`` leaves ``exp`` out (valid until the
     secret changes) and a negative ``ttl`` gives an already expired token, handy to see
-    the refusal. ``streams`` (globs) restricts what the token may subscribe.
+    the refusal. ``streams`` (globs) restricts what the token may subscribe; ``admin``
+    adds the claim that opens ``/admin/state``.
     """
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now}
@@ -227,4 +231,6 @@ def mint_token(
         claims["aud"] = audience
     if issuer is not None:
         claims["iss"] = issuer
+    if admin:
+        claims["admin"] = True
     return jwt.encode(claims, secret, algorithm=algorithm)

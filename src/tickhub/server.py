@@ -1,0 +1,379 @@
+"""The gateway: a picows server on uvloop serving Binance's stream grammar from the hub.
+
+One :class:`Gateway` per process owns the compiled :class:`~tickhub._ext.fanout.Fanout`, the
+:class:`~tickhub.streams.StreamRegistry`, the exchange upstreams and the client sessions.
+
+Routes (everything else: 404):
+
+=====================================  ==================================================
+``/ws``, ``/ws/<s>[/<s>...]``          raw payloads (``combined`` false); ``/ws/<n>``
+                                       with a bare number (ccxt's connection index) is
+                                       ``/ws``
+``/stream``, ``/stream?streams=a/b``   combined ``{"stream":..,"data":..}`` payloads
+``/healthz``                           200 while the process runs (implementation shown)
+``/readyz``                            200 while serving, 503 while draining
+``/metrics``                           Prometheus text format
+``/admin/state``                       JSON: streams, clients, upstream connections
+                                       (needs a token with ``"admin": true`` when auth
+                                       is on)
+=====================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+import picows
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
+
+from . import _ext
+from .auth import Authenticator
+from .config import Config
+from .errors import AuthError, CloseCode, InvalidStream
+from .metrics import HubMetrics
+from .names import StreamRef, parse_stream
+from .session import Session
+from .streams import StreamRegistry, Upstream
+
+__all__ = ["Gateway", "parse_route", "Route"]
+
+log = logging.getLogger("tickhub.server")
+
+_TIME_UNITS = {"millisecond": "MILLISECOND", "microsecond": "MICROSECOND"}
+
+
+class Route:
+    """A parsed client URL: wire variant and the streams named in it."""
+
+    __slots__ = ("combined", "streams")
+
+    def __init__(self, combined: bool, streams: list[str]) -> None:
+        self.combined = combined
+        self.streams = streams
+
+
+def parse_route(raw_path: str) -> Route | None:
+    """Parse a client request path into a :class:`Route`; ``None`` for a non-stream path.
+
+    Tolerates what Binance clients send: URL-encoding, python-binance's second ``?``
+    (``/stream?streams=a/b?timeUnit=X``), ccxt's ``/ws/0`` and a trailing slash.
+    Raises ValueError for a ``timeUnit`` the hub does not serve.
+    """
+    path, _, query = raw_path.partition("?")
+    path = unquote(path).rstrip("/") or "/"
+    params: dict[str, str] = {}
+    for part in query.split("?"):
+        params.update(parse_qsl(part, keep_blank_values=True))
+    unit = params.get("timeUnit")
+    if unit is not None and _TIME_UNITS.get(unit.lower()) != "MILLISECOND":
+        # Forwarding bytes untouched means one time unit per upstream; microseconds
+        # would need upstream connections of their own.
+        raise ValueError(f"timeUnit={unit} is not served by this hub (MILLISECOND only)")
+    if path == "/ws" or path.startswith("/ws/"):
+        names = [n for n in path[4:].split("/") if n]
+        if len(names) == 1 and names[0].isdigit():
+            names = []
+        return Route(False, names)
+    if path == "/stream":
+        streams = params.get("streams", "")
+        return Route(True, [n for n in unquote(streams).split("/") if n])
+    return None
+
+
+class Gateway:
+    """The hub process: client server, fan-out, registry and upstreams."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        upstreams: dict[str, Upstream] | None = None,
+        metrics: HubMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or HubMetrics()
+        self.authenticator = Authenticator(config)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.fanout: Any = None
+        self.registry: StreamRegistry = None  # type: ignore[assignment]
+        self._upstreams = upstreams
+        self.upstreams: dict[str, Any] = {}
+        self.sessions: dict[int, Session] = {}
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.draining = False
+        self.started = False
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._listener_cls = _ext.listener.ClientListener
+        self.wall_clock = time.time
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        if _ext.IMPLEMENTATION != "compiled":
+            msg = "the compiled hot path is not available (%s); running the pure-Python twins"
+            if not cfg.allow_pure_python:
+                raise RuntimeError(
+                    "refusing to serve on the pure-Python fan-out: "
+                    f"{_ext.COMPILED_IMPORT_ERROR or 'TICKHUB_IMPL=python'}; "
+                    "build the extensions or pass --allow-pure-python"
+                )
+            log.warning(msg, _ext.COMPILED_IMPORT_ERROR)
+        if not self.authenticator.required:
+            log.warning("HUB_JWT_SECRET is not set: clients connect without authentication")
+        self.loop = asyncio.get_running_loop()
+        self.fanout = _ext.fanout.Fanout(
+            self.loop, max_queued_bytes=cfg.max_queued_bytes, on_slow_consumer=self._slow_consumer
+        )
+        if self._upstreams is None:
+            self.upstreams = {"binance": self._binance_upstream()}
+        else:
+            self.upstreams = dict(self._upstreams)
+        self.registry = StreamRegistry(self.fanout, self.upstreams)
+        self._bind_metrics()
+        for up in self.upstreams.values():
+            if hasattr(up, "start"):
+                await up.start()
+        ssl_ctx = None
+        if cfg.tls:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+        self.server = await picows.ws_create_server(
+            self._route,
+            cfg.listen_host,
+            cfg.listen_port,
+            ssl=ssl_ctx,
+            websocket_handshake_timeout=5,
+            enable_auto_pong=False,  # the listener answers pings itself and counts them
+            max_frame_size=cfg.max_frame_size,
+            read_buffer_init_size=2048,  # control messages are small; keeps RSS per client low
+            logger_name="tickhub.picows",
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        if cfg.ping_interval > 0:
+            self._keepalive_task = self.loop.create_task(self._keepalive())
+        self.started = True
+        log.info(
+            "tickhub listening on %s://%s:%d (hot path: %s)",
+            "wss" if cfg.tls else "ws", cfg.listen_host, self.port, _ext.IMPLEMENTATION,
+        )
+
+    def _binance_upstream(self) -> Any:
+        from .upstream.binance import BinanceUpstream, UpstreamSettings
+
+        cfg = self.config
+        settings = UpstreamSettings(
+            base_url=cfg.binance_ws_url,
+            streams_per_connection=cfg.upstream_streams_per_connection,
+            control_per_second=cfg.upstream_control_per_second,
+            linger=cfg.upstream_linger,
+            max_age=cfg.upstream_max_age,
+            stall_timeout=cfg.upstream_stall_timeout,
+            backoff_initial=cfg.upstream_backoff_initial,
+            backoff_max=cfg.upstream_backoff_max,
+            connect_budget=cfg.upstream_connect_budget,
+            connect_window=cfg.upstream_connect_window,
+        )
+        return BinanceUpstream(
+            settings,
+            on_data=self._on_upstream_data,
+            on_stream_error=lambda stream, code, msg: self._on_stream_error("binance", stream, code, msg),
+            on_status=lambda event, info: self._on_upstream_status("binance", event, info),
+            name="binance",
+        )
+
+    def _on_upstream_data(self, stream: bytes, payload: bytes) -> None:
+        # Binance streams are keyed by their own name (no exchange prefix).
+        self.registry.on_data(stream, payload)
+
+    def _on_stream_error(self, exchange: str, stream: str, code: int, msg: str) -> None:
+        key = stream if exchange == "binance" else f"{exchange}:{stream}"
+        log.warning("exchange %s rejected stream %s: %s", exchange, stream, msg)
+        for session in list(self.sessions.values()):
+            session.drop_stream(key, code, msg)
+
+    def _on_upstream_status(self, exchange: str, event: str, info: dict[str, Any]) -> None:
+        if event == "connected":
+            self.metrics.upstream_connections.labels(exchange=exchange).inc()
+        elif event == "disconnected":
+            self.metrics.upstream_connections.labels(exchange=exchange).dec()
+            self.metrics.upstream_reconnects_total.labels(exchange=exchange).inc()
+        elif event == "rotated":
+            self.metrics.upstream_rotations_total.labels(exchange=exchange).inc()
+
+    async def stop(self) -> None:
+        """Drain (readyz 503, no new clients, 1001 to everyone over the drain window), then
+        stop the upstreams."""
+        if self.draining:
+            return
+        self.draining = True
+        if self.server is not None:
+            self.server.close()  # stop accepting; existing connections stay
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        sessions = list(self.sessions.values())
+        window = self.config.drain_seconds
+        # Spread the closes so clients do not all reconnect to the other instances at once.
+        steps = min(len(sessions), 50)
+        for i in range(steps):
+            for s in sessions[i::steps]:
+                s.close(CloseCode.GOING_AWAY, "server shutting down")
+            if window > 0 and i < steps - 1:
+                await asyncio.sleep(window / steps)
+        async with asyncio.timeout(max(3.0, window)):
+            while self.sessions:
+                await asyncio.sleep(0.02)
+        for up in self.upstreams.values():
+            if hasattr(up, "stop"):
+                await up.stop()
+        log.info("tickhub stopped")
+
+    # -- routing (one call per HTTP request, before the upgrade) ----------------------------
+
+    def _route(self, request: WSUpgradeRequest) -> Any:
+        raw_path = request.path.decode("latin-1")
+        path = raw_path.partition("?")[0]
+        if path in ("/healthz", "/readyz", "/metrics") or path.startswith("/admin"):
+            return self._http(path, request)
+        try:
+            route = parse_route(raw_path)
+        except ValueError as exc:
+            return self._reject(400, str(exc), "bad_request")
+        if route is None:
+            return self._reject(404, "not found", "not_found")
+        if self.draining:
+            return self._reject(503, "server is shutting down", "draining")
+        limit = self.config.max_connections
+        if limit and len(self.sessions) >= limit:
+            return self._reject(503, "too many connections", "max_connections")
+        try:
+            principal = self.authenticator.authenticate(request.path, request.headers)
+        except AuthError as exc:
+            return self._reject(exc.status, exc.reason, "auth")
+        refs: list[StreamRef] = []
+        try:
+            for name in route.streams:
+                ref = parse_stream(name)
+                if not principal.may_subscribe(ref.key):
+                    return self._reject(403, f"stream not allowed by token: {name}", "forbidden_stream")
+                refs.append(ref)
+        except InvalidStream as exc:
+            return self._reject(400, f"invalid stream: {exc.stream}", "invalid_stream")
+        unique = {r.key: r for r in refs}
+        maxs = self.config.max_streams_per_connection
+        if maxs and len(unique) > maxs:
+            return self._reject(400, f"too many streams (at most {maxs} per connection)", "too_many_streams")
+        peer = request.headers.get("X-Forwarded-For", "")
+        session = Session(self, principal, list(unique.values()), route.combined, peer)
+        listener = self._listener_cls(
+            session, self.config.max_incoming_per_second, self.config.max_frame_size
+        )
+        session.listener = listener
+        return listener
+
+    def _reject(self, status: int, body: str, reason: str) -> Any:
+        self.metrics.rejected_upgrades_total.labels(reason=reason).inc()
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_error_response(status, body.encode() + b"\n"), None
+        )
+
+    def _http(self, path: str, request: WSUpgradeRequest) -> Any:
+        if path == "/healthz":
+            body = orjson.dumps({"status": "ok", "implementation": _ext.IMPLEMENTATION})
+            return _ok(body, "application/json")
+        if path == "/readyz":
+            if self.draining or not self.started:
+                return WSUpgradeResponseWithListener(
+                    WSUpgradeResponse.create_error_response(503, b'{"status":"draining"}\n'), None
+                )
+            return _ok(b'{"status":"ready"}', "application/json")
+        if path == "/metrics":
+            body, ctype = self.metrics.render()
+            return _ok(body, ctype)
+        if path == "/admin/state":
+            if self.authenticator.required:
+                try:
+                    principal = self.authenticator.authenticate(request.path, request.headers)
+                except AuthError as exc:
+                    return self._reject(exc.status, exc.reason, "auth")
+                if not principal.admin:
+                    return self._reject(403, "admin token required", "forbidden_admin")
+            return _ok(orjson.dumps(self.snapshot(), option=orjson.OPT_INDENT_2), "application/json")
+        return self._reject(404, "not found", "not_found")
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+
+    def session_closed(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            self.metrics.connections.dec()
+
+    def _slow_consumer(self, sub: Any) -> None:
+        self.metrics.slow_consumer_disconnects_total.inc()
+        session: Session = sub.session
+        session.close(CloseCode.SLOW_CONSUMER, "slow consumer: queue over the limit")
+
+    async def _keepalive(self) -> None:
+        """Ping every client each ping_interval; close those silent past pong_timeout."""
+        interval = self.config.ping_interval
+        timeout = self.config.pong_timeout
+        clock = _ext.listener.monotonic
+        while True:
+            await asyncio.sleep(interval)
+            now = clock()
+            for session in list(self.sessions.values()):
+                if session.closing or session.transport is None:
+                    continue
+                if timeout and now - session.listener.last_pong > timeout:
+                    session.close(CloseCode.PONG_TIMEOUT, "no pong")
+                else:
+                    session.transport.send_ping()
+
+    # -- observability ----------------------------------------------------------------------
+
+    def _bind_metrics(self) -> None:
+        m, fo = self.metrics, self.fanout
+        m.add_counter_source("fanout_messages_in", "Messages published into the fan-out", lambda: fo.messages_in)
+        m.add_counter_source("messages_out", "Messages delivered to clients", lambda: fo.messages_out)
+        m.add_counter_source("bytes_out", "Bytes written to clients", lambda: fo.bytes_out)
+        m.add_counter_source("fanout_writes", "Transport writes to clients", lambda: fo.writes)
+        m.add_gauge_source("streams", "Streams with local subscribers", lambda: len(self.registry.topics))
+        m.add_gauge_source(
+            "fanout_last_flush_latency_seconds",
+            "Time from the first publish of the last loop turn to the end of its flush",
+            lambda: fo.last_flush_latency_ns / 1e9,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "implementation": _ext.IMPLEMENTATION,
+            "draining": self.draining,
+            "connections": len(self.sessions),
+            "streams": self.registry.snapshot(),
+            "clients": [s.snapshot() for s in list(self.sessions.values())[:1000]],
+            "upstream": {name: up.snapshot() for name, up in self.upstreams.items() if hasattr(up, "snapshot")},
+            "fanout": {
+                "messages_in": self.fanout.messages_in,
+                "messages_out": self.fanout.messages_out,
+                "bytes_out": self.fanout.bytes_out,
+                "writes": self.fanout.writes,
+                "slow_consumers": self.fanout.slow_consumers,
+            },
+        }
+
+
+def _ok(body: bytes, ctype: str) -> Any:
+    return WSUpgradeResponseWithListener(
+        WSUpgradeResponse.create_ok_response(body, extra_headers={"Content-Type": ctype}), None
+    )

@@ -1,0 +1,89 @@
+"""The stream registry: stream key -> Topic, with local reference counts.
+
+A topic exists while at least one local client subscribes to it. The first subscriber
+acquires the stream from its exchange's upstream (which subscribes once for the whole
+hub); the last one releases it (the upstream lingers before it unsubscribes, so a client
+that reconnects at once does not cause an UNSUBSCRIBE/SUBSCRIBE pair).
+
+Upstream data enters through :meth:`StreamRegistry.on_data`: one dictionary lookup, then
+the compiled ``Fanout.publish`` — constant Python work per upstream message, whatever the
+number of subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Protocol
+
+from ._ext import fanout as _fanout
+from .names import StreamRef
+
+__all__ = ["StreamRegistry", "Upstream"]
+
+log = logging.getLogger("tickhub.streams")
+
+
+class Upstream(Protocol):
+    """What the registry needs from an exchange adapter."""
+
+    def acquire(self, stream: str) -> None: ...
+    def release(self, stream: str) -> None: ...
+
+
+class StreamRegistry:
+    """Local topics by stream key, reference-counted, bound to their exchange upstreams."""
+
+    def __init__(self, fanout: Any, upstreams: dict[str, Upstream]) -> None:
+        self.fanout = fanout
+        self.upstreams = upstreams
+        self.topics: dict[bytes, Any] = {}  # key bytes -> Topic (the hot-path lookup)
+        self._refs: dict[bytes, int] = {}
+        self._refs_by_ref: dict[bytes, StreamRef] = {}
+        self.on_stream_removed: Callable[[StreamRef], None] | None = None
+
+    def acquire(self, ref: StreamRef) -> Any:
+        """Count one more local subscriber of ``ref``; return its Topic."""
+        key = ref.key.encode()
+        topic = self.topics.get(key)
+        if topic is None:
+            # The combined wrapper carries the exchange's own stream name.
+            topic = _fanout.Topic(ref.name.encode())
+            self.topics[key] = topic
+            self._refs[key] = 0
+            self._refs_by_ref[key] = ref
+            self.upstreams[ref.exchange].acquire(ref.name)
+        self._refs[key] += 1
+        return topic
+
+    def release(self, ref: StreamRef) -> None:
+        """Count one local subscriber of ``ref`` less; the last one releases the upstream."""
+        key = ref.key.encode()
+        n = self._refs.get(key, 0) - 1
+        if n > 0:
+            self._refs[key] = n
+            return
+        if key not in self._refs:
+            return
+        del self._refs[key]
+        del self.topics[key]
+        del self._refs_by_ref[key]
+        self.upstreams[ref.exchange].release(ref.name)
+
+    def refcount(self, ref: StreamRef) -> int:
+        return self._refs.get(ref.key.encode(), 0)
+
+    def on_data(self, key: bytes, payload: bytes) -> None:
+        """Upstream event for stream ``key``: publish it to the local subscribers."""
+        topic = self.topics.get(key)
+        if topic is not None:
+            self.fanout.publish(topic, payload)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "stream": key.decode(),
+                "subscribers": self._refs[key],
+                "messages_in": topic.messages_in,
+            }
+            for key, topic in sorted(self.topics.items())
+        ]

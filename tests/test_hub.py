@@ -1,0 +1,119 @@
+"""The hub end to end: simulator -> hub -> real clients, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import orjson
+import pytest
+import websockets
+
+from conftest import wait_for
+
+
+async def _recv_json(ws, n: int, timeout: float = 5.0) -> list:
+    out = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(orjson.loads(await ws.recv()))
+    return out
+
+
+async def test_raw_stream_delivers_exchange_payloads(make_hub, sim):
+    hub = await make_hub()
+    async with websockets.connect(f"{hub.url}/ws/btcusdt@trade") as ws:
+        msgs = await _recv_json(ws, 5)
+    assert all(m["e"] == "trade" and m["s"] == "BTCUSDT" for m in msgs)
+    ids = [m["t"] for m in msgs]
+    assert ids == list(range(ids[0], ids[0] + 5))  # in order, no gap
+
+
+async def test_payload_bytes_are_forwarded_untouched(make_hub, sim):
+    hub = await make_hub()
+    async with websockets.connect(f"{sim.url}/ws/ethusdt@aggTrade") as direct, \
+            websockets.connect(f"{hub.url}/ws/ethusdt@aggTrade") as via_hub:
+        hub_msgs = [await asyncio.wait_for(via_hub.recv(decode=False), 5) for _ in range(5)]
+        direct_msgs = set()
+        async with asyncio.timeout(5):
+            while not set(hub_msgs) <= direct_msgs:
+                direct_msgs.add(await direct.recv(decode=False))
+
+
+async def test_combined_stream_and_live_methods(make_hub):
+    hub = await make_hub()
+    async with websockets.connect(f"{hub.url}/stream?streams=btcusdt@trade/ethusdt@bookTicker") as ws:
+        seen = set()
+        async with asyncio.timeout(5):
+            while len(seen) < 2:
+                m = orjson.loads(await ws.recv())
+                if "stream" in m:
+                    seen.add(m["stream"])
+        assert seen == {"btcusdt@trade", "ethusdt@bookTicker"}
+        await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":3}')
+        await ws.send('{"method":"UNSUBSCRIBE","params":["btcusdt@trade"],"id":"u1"}')
+        await ws.send('{"method":"GET_PROPERTY","params":["combined"],"id":4}')
+        replies = {}
+        async with asyncio.timeout(5):
+            while len(replies) < 3:
+                m = orjson.loads(await ws.recv())
+                if "id" in m:
+                    replies[m["id"]] = m
+        assert replies[3] == {"result": ["btcusdt@trade", "ethusdt@bookTicker"], "id": 3}
+        assert replies["u1"] == {"result": None, "id": "u1"}
+        assert replies[4] == {"result": True, "id": 4}
+
+
+async def test_subscribe_on_bare_ws_then_switch_to_combined(make_hub):
+    hub = await make_hub(max_incoming_per_second=50)
+    async with websockets.connect(f"{hub.url}/ws") as ws:
+        await ws.send('{"method":"SUBSCRIBE","params":["bnbusdt@trade"],"id":1}')
+        first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first == {"result": None, "id": 1}
+        m = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert m["e"] == "trade" and m["s"] == "BNBUSDT"
+        await ws.send('{"method":"SET_PROPERTY","params":["combined",true],"id":2}')
+        async with asyncio.timeout(5):
+            while orjson.loads(await ws.recv()) != {"result": None, "id": 2}:
+                pass
+        m = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert m["stream"] == "bnbusdt@trade" and m["data"]["e"] == "trade"
+
+
+async def test_hundred_clients_share_one_upstream_subscription(make_hub, sim):
+    hub = await make_hub()
+    clients = [await websockets.connect(f"{hub.url}/ws/btcusdt@trade") for _ in range(100)]
+    try:
+        await asyncio.gather(*(_recv_json(ws, 2) for ws in clients))
+        assert sim.subscriptions().get("btcusdt@trade") == 1
+        assert sim.connection_count == 1
+    finally:
+        for ws in clients:
+            await ws.close()
+    # the last client left: after the linger the hub unsubscribes upstream
+    await wait_for(lambda: sim.subscriptions().get("btcusdt@trade", 0) == 0, 5)
+
+
+async def test_health_ready_metrics_admin(make_hub):
+    hub = await make_hub()
+    base = f"http://127.0.0.1:{hub.port}"
+    async with websockets.connect(f"{hub.url}/ws/btcusdt@trade") as ws:
+        await _recv_json(ws, 1)
+
+        def get(path):
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                return r.status, r.read()
+
+        status, body = await asyncio.to_thread(get, "/healthz")
+        assert status == 200 and orjson.loads(body)["implementation"] == "compiled"
+        status, _ = await asyncio.to_thread(get, "/readyz")
+        assert status == 200
+        status, body = await asyncio.to_thread(get, "/metrics")
+        assert b"tickhub_messages_out_total" in body and b"tickhub_connections 1.0" in body
+        status, body = await asyncio.to_thread(get, "/admin/state")
+        state = orjson.loads(body)
+        assert state["streams"][0]["stream"] == "btcusdt@trade"
+        assert state["clients"][0]["streams"] == ["btcusdt@trade"]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            await asyncio.to_thread(get, "/nope")
+        assert err.value.code == 404

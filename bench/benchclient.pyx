@@ -1,0 +1,160 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""A cheap load client: one process, N picows connections, every frame counted in C.
+
+Why compiled: at millions of delivered frames per second a Python ``on_ws_frame`` would
+saturate the client core long before the server under test, and the benchmark would
+measure the client. Here each frame costs a vtable call, a short byte scan and a compare.
+
+Every payload carries a per-stream sequence number as ``"t":<int>`` (Binance's trade id).
+Each connection checks that consecutive frames carry consecutive numbers: a loss, a
+reorder or a duplicate counts as an error and marks the run failed. With ``latency=True``
+the payload's ``"T":<int>`` is read as a ``CLOCK_MONOTONIC`` nanosecond send timestamp
+(the bench feeder writes it) and ``now - T`` goes into a 1 µs-bucket histogram.
+
+Driven from ``bench/client.py``; see bench/README.md.
+"""
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from picows.picows cimport WSListener, WSTransport, WSFrame, WSMsgType
+
+cdef enum:
+    HIST_BUCKETS = 200000  # 1 µs buckets up to 200 ms; slower frames land in the last one
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline int64_t _find_int(const char* p, Py_ssize_t n, char key) noexcept nogil:
+    """Value of the first ``"<key>":<digits>`` in ``p[:n]``; -1 when absent."""
+    cdef Py_ssize_t i = 0
+    cdef int64_t v
+    while i + 4 < n:
+        if p[i] == c'"' and p[i + 1] == key and p[i + 2] == c'"' and p[i + 3] == c':':
+            i += 4
+            v = 0
+            if i >= n or p[i] < c'0' or p[i] > c'9':
+                return -1
+            while i < n and p[i] >= c'0' and p[i] <= c'9':
+                v = v * 10 + (p[i] - c'0')
+                i += 1
+            return v
+        i += 1
+    return -1
+
+
+cdef class Stats:
+    """State shared by all connections of the process: window flag and latency histogram."""
+
+    cdef public bint counting
+    cdef public bint latency
+    cdef uint64_t* hist
+    cdef public uint64_t lat_count
+    cdef public int64_t lat_max_ns
+
+    def __cinit__(self):
+        self.hist = <uint64_t*>calloc(HIST_BUCKETS, sizeof(uint64_t))
+        if self.hist == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.hist)
+
+    def reset_latency(self):
+        memset(self.hist, 0, HIST_BUCKETS * sizeof(uint64_t))
+        self.lat_count = 0
+        self.lat_max_ns = 0
+
+    def percentiles_us(self, qs):
+        """Latency percentiles in µs (bucket upper bounds) for each q in ``qs`` (0..1)."""
+        cdef Py_ssize_t i
+        cdef uint64_t acc = 0
+        if self.lat_count == 0:
+            return [None for _ in qs]
+        targets = sorted((q, k) for k, q in enumerate(qs))
+        res = [0] * len(qs)
+        t = 0
+        for i in range(HIST_BUCKETS):
+            acc += self.hist[i]
+            while t < len(targets) and acc >= targets[t][0] * self.lat_count:
+                res[targets[t][1]] = i + 1
+                t += 1
+            if t == len(targets):
+                break
+        return res
+
+
+cdef class CountingListener(WSListener):
+    """One connection: counts text frames, checks the sequence, optionally timestamps."""
+
+    cdef Stats stats
+    cdef public int64_t frames        # text frames ever received
+    cdef public int64_t window_frames # text frames received while stats.counting
+    cdef public int64_t errors        # sequence breaks (loss, reorder, duplicate, no "t")
+    cdef public int64_t expected      # next sequence number; -1 before the first frame
+    cdef public int64_t first_bad_got
+    cdef public int64_t first_bad_expected
+    cdef public bint connected
+    cdef public bint disconnected
+    cdef public int close_code
+    cdef public WSTransport transport
+
+    def __init__(self, Stats stats):
+        self.stats = stats
+        self.expected = -1
+        self.first_bad_got = -1
+        self.first_bad_expected = -1
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.transport = transport
+        self.connected = True
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        self.disconnected = True
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        cdef int64_t seq, sent, lat
+        cdef Stats stats
+        if frame.msg_type == WSMsgType.TEXT:
+            self.frames += 1
+            stats = self.stats
+            seq = _find_int(frame.payload_ptr, frame.payload_size, c't')
+            if seq < 0 or (self.expected >= 0 and seq != self.expected):
+                if self.errors == 0:
+                    self.first_bad_got = seq
+                    self.first_bad_expected = self.expected
+                self.errors += 1
+            if seq >= 0:
+                self.expected = seq + 1
+            if stats.counting:
+                self.window_frames += 1
+                if stats.latency:
+                    sent = _find_int(frame.payload_ptr, frame.payload_size, c'T')
+                    if sent > 0:
+                        lat = (_now_ns() - sent) // 1000
+                        if lat < 0:
+                            lat = 0
+                        if lat >= HIST_BUCKETS:
+                            lat = HIST_BUCKETS - 1
+                        stats.hist[lat] += 1
+                        stats.lat_count += 1
+                        if lat * 1000 > stats.lat_max_ns:
+                            stats.lat_max_ns = lat * 1000
+        elif frame.msg_type == WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code()
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+
+def sequence_probe(bytes payload):
+    """``("t", "T")`` integers as the per-frame path reads them (for a self-check)."""
+    cdef const char* p = payload
+    return _find_int(p, len(payload), c't'), _find_int(p, len(payload), c'T')

@@ -1,0 +1,124 @@
+"""Load client process: N picows connections counted by the compiled benchclient.
+
+Prints JSON lines on stdout, in order:
+
+* ``{"event":"connected", ...}`` once every connection is open (or failed);
+* ``{"event":"window_start"}`` after ``--warmup`` seconds (the parent snapshots server CPU);
+* ``{"event":"result", ...}`` after ``--duration`` more seconds: frames in the window,
+  frames/s, per-connection min/max, sequence errors, disconnects, latency percentiles.
+
+With ``--idle`` it prints ``connected`` and then holds the connections until a line
+arrives on stdin (memory measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+import picows
+import uvloop
+
+import benchclient
+
+
+def _emit(**event: object) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+async def _connect_all(url: str, n: int, concurrency: int, read_buffer: int,
+                       stats: benchclient.Stats) -> tuple[list[benchclient.CountingListener], int]:
+    listeners: list[benchclient.CountingListener] = []
+    failed = 0
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        nonlocal failed
+        async with sem:
+            for attempt in range(3):
+                try:
+                    _, listener = await picows.ws_connect(
+                        lambda: benchclient.CountingListener(stats), url,
+                        websocket_handshake_timeout=10, read_buffer_init_size=read_buffer,
+                    )
+                    listeners.append(listener)
+                    return
+                except (OSError, asyncio.TimeoutError, picows.WSError):
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            failed += 1
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return listeners, failed
+
+
+async def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--url", required=True)
+    p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--latency", action="store_true", help='read "T" as a monotonic-ns send time')
+    p.add_argument("--idle", action="store_true", help="connect, report, hold until stdin has a line")
+    p.add_argument("--concurrency", type=int, default=64, help="handshakes in flight")
+    p.add_argument("--read-buffer", type=int, default=64 * 1024)
+    args = p.parse_args()
+
+    stats = benchclient.Stats()
+    stats.latency = args.latency
+    t0 = time.monotonic()
+    listeners, failed = await _connect_all(
+        args.url, args.connections, args.concurrency, args.read_buffer, stats)
+    _emit(event="connected", connections=len(listeners), failed=failed,
+          seconds=round(time.monotonic() - t0, 3))
+    if args.idle:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        for listener in listeners:
+            if listener.transport is not None:
+                listener.transport.disconnect()
+        return 0
+
+    await asyncio.sleep(args.warmup)
+    base = [ls.window_frames for ls in listeners]
+    stats.reset_latency()
+    cpu0 = os.times()
+    w0 = time.monotonic()
+    stats.counting = True
+    _emit(event="window_start")
+    await asyncio.sleep(args.duration)
+    stats.counting = False
+    w1 = time.monotonic()
+    cpu1 = os.times()
+    per_conn = [ls.window_frames - b for ls, b in zip(listeners, base)]
+    seconds = w1 - w0
+    frames = sum(per_conn)
+    errors = sum(ls.errors for ls in listeners)
+    bad = next((ls for ls in listeners if ls.errors), None)
+    disconnected = sum(1 for ls in listeners if ls.disconnected)
+    p50, p99, p999, p100 = stats.percentiles_us([0.5, 0.99, 0.999, 1.0])
+    _emit(
+        event="result",
+        connections=len(listeners), failed_connects=failed, seconds=round(seconds, 4),
+        frames=frames, frames_per_s=frames / seconds,
+        per_conn_min=min(per_conn) if per_conn else 0, per_conn_max=max(per_conn) if per_conn else 0,
+        frames_ever=sum(ls.frames for ls in listeners),
+        seq_errors=errors, first_error=None if bad is None else
+        {"got": bad.first_bad_got, "expected": bad.first_bad_expected},
+        disconnected=disconnected,
+        client_cpu_user=cpu1.user - cpu0.user, client_cpu_sys=cpu1.system - cpu0.system,
+        latency_samples=stats.lat_count, latency_us={"p50": p50, "p99": p99, "p99.9": p999, "max": p100},
+        ok=errors == 0 and disconnected == 0 and failed == 0 and frames > 0,
+    )
+    for listener in listeners:
+        if listener.transport is not None:
+            listener.transport.disconnect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(uvloop.run(main()))

@@ -1,0 +1,95 @@
+"""What every fan-out benchmark server shares: the publishing loop, the flow-control rule
+and the stdin/stdout control channel.
+
+The rule is the same for every server so the comparison is fair and nothing is ever
+dropped: every ``FLOW_CHECK_TURNS`` publishing turns the publisher reads every client's
+transport write-buffer size; while any is above ``FLOW_LIMIT`` (256 KiB) it does not
+publish and sleeps 1 ms (the event loop keeps draining sockets meanwhile). A turn is one
+burst of ``B`` messages followed by ``await asyncio.sleep(0)``, so the server's own
+per-turn work (a flush for tickhub) runs once per burst.
+
+Control channel: the parent writes ``snap`` on stdin and reads one JSON line with the
+counters; the first stdout line is ``{"event":"listening","port":...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Callable, Iterable
+
+from benchlib import FLOW_CHECK_TURNS, FLOW_LIMIT, trade_payload
+
+
+class Counters:
+    """Publishing counters reported on ``snap``; ``writes`` is filled by the server."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.published = 0
+        self.paused = 0
+        self.clients = 0
+        self.writes: Callable[[], int] = lambda: 0
+        self.delivered: Callable[[], int] = lambda: 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "turns": self.turns, "published": self.published, "paused": self.paused,
+            "clients": self.clients, "writes": self.writes(), "delivered": self.delivered(),
+        }
+
+
+def emit(**event: object) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def serve_control(counters: Counters) -> None:
+    """Answer ``snap`` lines on stdin with the counters; EOF ends the process."""
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+
+    def readable() -> None:
+        data = os.read(0, 4096)
+        if not data:
+            loop.remove_reader(0)
+            loop.stop()
+            return
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            if line.strip() == b"snap":
+                emit(event="snap", **counters.snapshot())
+
+    loop.add_reader(0, readable)
+
+
+async def publish_forever(
+    burst: int,
+    clients_wanted: int,
+    publish_burst: Callable[[list[bytes]], None],
+    buffer_sizes: Callable[[], Iterable[int]],
+    counters: Counters,
+) -> None:
+    """Wait for ``clients_wanted`` clients, then publish bursts of ``burst`` messages per turn."""
+    while counters.clients < clients_wanted:
+        await asyncio.sleep(0.01)
+    seq = 0
+    while True:
+        if counters.turns % FLOW_CHECK_TURNS == 0:
+            while max(buffer_sizes(), default=0) > FLOW_LIMIT:
+                counters.paused += 1
+                await asyncio.sleep(0.001)
+        publish_burst([trade_payload(seq + i) for i in range(burst)])
+        seq += burst
+        counters.published += burst
+        counters.turns += 1
+        await asyncio.sleep(0)
+
+
+def parse_args() -> tuple[int, int]:
+    """``<burst> <clients>`` from argv."""
+    return int(sys.argv[1]), int(sys.argv[2])

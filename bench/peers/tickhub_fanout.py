@@ -1,0 +1,58 @@
+"""Fan-out benchmark server: tickhub's compiled Fanout on a picows server.
+
+Every connection subscribes to one topic (raw variant), so all clients share one group
+buffer; each turn's burst is written with one send() per client by the Fanout's flush.
+Usage: ``tickhub_fanout.py <burst> <clients>`` (started by bench/fanout.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import picows
+import uvloop
+
+from common import Counters, emit, parse_args, publish_forever, serve_control
+from tickhub import _ext
+
+
+async def main() -> None:
+    burst, clients = parse_args()
+    fo_mod = _ext.fanout
+    fanout = fo_mod.Fanout(asyncio.get_running_loop(), max_queued_bytes=1 << 40, share_buffers=True)
+    topic = fo_mod.Topic(b"btcusdt@trade")
+    transports: list[object] = []
+    counters = Counters()
+    counters.writes = lambda: fanout.writes
+    counters.delivered = lambda: fanout.messages_out
+
+    class Listener(picows.WSListener):
+        def on_ws_connected(self, transport: picows.WSTransport) -> None:
+            self.sub = fo_mod.Subscriber(transport)
+            fanout.set_subscriptions(self.sub, [topic], False)
+            transports.append(transport.underlying_transport)
+            counters.clients += 1
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+        def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+            fanout.remove(self.sub)
+
+    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0)
+    emit(event="listening", port=server.sockets[0].getsockname()[1], implementation=_ext.IMPLEMENTATION)
+    serve_control(counters)
+
+    def publish_burst(msgs: list[bytes]) -> None:
+        publish = fanout.publish
+        for m in msgs:
+            publish(topic, m)
+
+    await publish_forever(burst, clients, publish_burst,
+                          lambda: (t.get_write_buffer_size() for t in transports), counters)
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

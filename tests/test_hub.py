@@ -117,3 +117,30 @@ async def test_health_ready_metrics_admin(make_hub):
         with pytest.raises(urllib.error.HTTPError) as err:
             await asyncio.to_thread(get, "/nope")
         assert err.value.code == 404
+
+
+async def test_upstream_gap_is_reported_in_band(make_hub, sim):
+    hub = await make_hub()
+    async with websockets.connect(f"{hub.url}/stream?streams=btcusdt@trade") as ws:
+        await _recv_json(ws, 1)
+        sim.drop_connections()  # the hub reconnects upstream: events may have been missed
+        async with asyncio.timeout(10):
+            while True:
+                m = orjson.loads(await ws.recv())
+                if m["data"].get("e") == "streamGap":
+                    break
+        assert m["stream"] == "btcusdt@trade" and m["data"]["stream"] == "btcusdt@trade"
+        after = await _recv_json(ws, 2)  # and data resumes on the same connection
+        assert all(x["data"]["e"] == "trade" for x in after)
+
+
+async def test_gap_policy_close_ends_affected_clients_with_4011(make_hub, sim):
+    hub = await make_hub(gap_policy="close")
+    async with websockets.connect(f"{hub.url}/ws/btcusdt@trade") as ws:
+        await _recv_json(ws, 1)
+        sim.drop_connections()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+        assert closed.value.rcvd.code == 4011

@@ -224,6 +224,12 @@ class Config:
         kind="float", positive=True,
         doc="Length in seconds of the upstream_connect_budget window. Must be > 0.")
 
+    gap_policy: str = _setting(
+        "notice", env="TICKHUB_GAP_POLICY", flag="--gap-policy", kind="str",
+        doc="What clients of a stream see when events may have been missed (upstream "
+            "reconnect, bus outage): notice = a {\"e\":\"streamGap\"} event in the stream, "
+            "connection kept; close = close with 4011 so the client reconnects and resyncs.")
+
     # --- process -----------------------------------------------------------------------
     drain_seconds: float = _setting(
         10.0, env="TICKHUB_DRAIN_SECONDS", flag="--drain-seconds", kind="float", minimum=0,
@@ -243,6 +249,7 @@ class Config:
         self._check_listen()
         self._check_auth()
         self._check_bus()
+        self._check_gap_policy()
         _check_ws_url(_label_of("binance_ws_url"), self.binance_ws_url)
         if self.upstream_backoff_max < self.upstream_backoff_initial:
             raise ConfigError(
@@ -299,6 +306,11 @@ class Config:
         if self.production and not self.auth_required:
             raise ConfigError("NODE_ENV=production requires HUB_JWT_SECRET (or, for RS*/ES*/"
                               "EdDSA, HUB_JWT_PUBLIC_KEY or HUB_JWT_PUBLIC_KEY_FILE)")
+
+    def _check_gap_policy(self) -> None:
+        if self.gap_policy not in ("notice", "close"):
+            raise ConfigError(f"{_label_of('gap_policy')} must be notice or close, "
+                              f"not {self.gap_policy!r}")
 
     def _check_bus(self) -> None:
         label = _label_of("bus")

@@ -38,8 +38,9 @@ from .config import Config
 from .errors import AuthError, CloseCode, InvalidStream
 from .metrics import HubMetrics
 from .names import StreamRef, parse_stream
+from .bus import Bus, MemoryBus
 from .session import Session
-from .streams import StreamRegistry, Upstream
+from .streams import StreamRegistry
 
 __all__ = ["Gateway", "parse_route", "Route"]
 
@@ -93,7 +94,7 @@ class Gateway:
         self,
         config: Config,
         *,
-        upstreams: dict[str, Upstream] | None = None,
+        upstreams: dict[str, Any] | None = None,
         metrics: HubMetrics | None = None,
     ) -> None:
         self.config = config
@@ -102,6 +103,7 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.fanout: Any = None
         self.registry: StreamRegistry = None  # type: ignore[assignment]
+        self.bus: Bus = None  # type: ignore[assignment]
         self._upstreams = upstreams
         self.upstreams: dict[str, Any] = {}
         self.sessions: dict[int, Session] = {}
@@ -136,8 +138,11 @@ class Gateway:
             self.upstreams = {"binance": self._binance_upstream()}
         else:
             self.upstreams = dict(self._upstreams)
-        self.registry = StreamRegistry(self.fanout, self.upstreams)
+        self.registry = StreamRegistry(self.fanout)
+        self.bus = self._make_bus()
+        self.registry.bus = self.bus
         self._bind_metrics()
+        await self.bus.start()
         for up in self.upstreams.values():
             if hasattr(up, "start"):
                 await up.start()
@@ -165,6 +170,10 @@ class Gateway:
             "wss" if cfg.tls else "ws", cfg.listen_host, self.port, _ext.IMPLEMENTATION,
         )
 
+    def _make_bus(self) -> Bus:
+        """The bus named by the config (``memory`` unless Redis or Kafka is configured)."""
+        return MemoryBus(self.upstreams, self.registry.on_data)
+
     def _binance_upstream(self) -> Any:
         from .upstream.binance import BinanceUpstream, UpstreamSettings
 
@@ -183,15 +192,11 @@ class Gateway:
         )
         return BinanceUpstream(
             settings,
-            on_data=self._on_upstream_data,
+            on_data=lambda stream, payload: self.bus.on_upstream_data("binance", stream, payload),
             on_stream_error=lambda stream, code, msg: self._on_stream_error("binance", stream, code, msg),
             on_status=lambda event, info: self._on_upstream_status("binance", event, info),
             name="binance",
         )
-
-    def _on_upstream_data(self, stream: bytes, payload: bytes) -> None:
-        # Binance streams are keyed by their own name (no exchange prefix).
-        self.registry.on_data(stream, payload)
 
     def _on_stream_error(self, exchange: str, stream: str, code: int, msg: str) -> None:
         key = stream if exchange == "binance" else f"{exchange}:{stream}"
@@ -207,6 +212,36 @@ class Gateway:
             self.metrics.upstream_reconnects_total.labels(exchange=exchange).inc()
         elif event == "rotated":
             self.metrics.upstream_rotations_total.labels(exchange=exchange).inc()
+        elif event == "gap":
+            prefix = "" if exchange == "binance" else f"{exchange}:"
+            self.report_gap([prefix + s for s in info.get("streams", ())], info.get("reason", "upstream reconnect"))
+
+    def report_gap(self, keys: list[str], reason: str) -> None:
+        """Events of ``keys`` may have been missed (upstream or bus outage): never silent.
+
+        ``gap_policy=notice`` (default): a ``streamGap`` event goes into each affected
+        stream, in order with its data, so clients stay connected and know to resync (the
+        shape follows Binance's own out-of-band ``serverShutdown`` event)::
+
+            raw:       {"e":"streamGap","E":<ms>,"stream":"btcusdt@depth","reason":"..."}
+            combined:  {"stream":"btcusdt@depth","data":{"e":"streamGap",...}}
+
+        ``gap_policy=close``: every client of an affected stream is closed with 4011.
+        """
+        wanted = [k for k in keys if k.encode() in self.registry.topics]
+        if not wanted:
+            return
+        log.warning("gap on %d stream(s) (%s): %s", len(wanted), reason, self.config.gap_policy)
+        if self.config.gap_policy == "close":
+            keyset = set(wanted)
+            for session in list(self.sessions.values()):
+                if not keyset.isdisjoint(session.streams):
+                    session.close(CloseCode.STREAM_GAP, "stream gap: reconnect and resync")
+            return
+        now_ms = int(self.wall_clock() * 1000)
+        for key in wanted:
+            notice = orjson.dumps({"e": "streamGap", "E": now_ms, "stream": key, "reason": reason})
+            self.registry.on_data(key.encode(), notice)
 
     async def stop(self) -> None:
         """Drain (readyz 503, no new clients, 1001 to everyone over the drain window), then
@@ -233,6 +268,7 @@ class Gateway:
         for up in self.upstreams.values():
             if hasattr(up, "stop"):
                 await up.stop()
+        await self.bus.stop()
         log.info("tickhub stopped")
 
     # -- routing (one call per HTTP request, before the upgrade) ----------------------------
@@ -363,6 +399,7 @@ class Gateway:
             "streams": self.registry.snapshot(),
             "clients": [s.snapshot() for s in list(self.sessions.values())[:1000]],
             "upstream": {name: up.snapshot() for name, up in self.upstreams.items() if hasattr(up, "snapshot")},
+            "bus": self.bus.status(),
             "fanout": {
                 "messages_in": self.fanout.messages_in,
                 "messages_out": self.fanout.messages_out,

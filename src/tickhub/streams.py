@@ -1,45 +1,40 @@
 """The stream registry: stream key -> Topic, with local reference counts.
 
 A topic exists while at least one local client subscribes to it. The first subscriber
-acquires the stream from its exchange's upstream (which subscribes once for the whole
-hub); the last one releases it (the upstream lingers before it unsubscribes, so a client
-that reconnects at once does not cause an UNSUBSCRIBE/SUBSCRIBE pair).
+subscribes the stream on the bus (which, in one process, acquires it from the exchange's
+upstream: one subscription for the whole hub); the last one unsubscribes (the upstream
+lingers before it unsubscribes upstream, so a client that reconnects at once does not
+cause an UNSUBSCRIBE/SUBSCRIBE pair).
 
-Upstream data enters through :meth:`StreamRegistry.on_data`: one dictionary lookup, then
-the compiled ``Fanout.publish`` — constant Python work per upstream message, whatever the
+Events enter through :meth:`StreamRegistry.on_data`: one dictionary lookup, then the
+compiled ``Fanout.publish`` — constant Python work per upstream message, whatever the
 number of subscribers.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ._ext import fanout as _fanout
 from .names import StreamRef
 
-__all__ = ["StreamRegistry", "Upstream"]
+if TYPE_CHECKING:
+    from .bus import Bus
+
+__all__ = ["StreamRegistry"]
 
 log = logging.getLogger("tickhub.streams")
 
 
-class Upstream(Protocol):
-    """What the registry needs from an exchange adapter."""
-
-    def acquire(self, stream: str) -> None: ...
-    def release(self, stream: str) -> None: ...
-
-
 class StreamRegistry:
-    """Local topics by stream key, reference-counted, bound to their exchange upstreams."""
+    """Local topics by stream key, reference-counted, subscribed on the bus."""
 
-    def __init__(self, fanout: Any, upstreams: dict[str, Upstream]) -> None:
+    def __init__(self, fanout: Any, bus: Bus | None = None) -> None:
         self.fanout = fanout
-        self.upstreams = upstreams
+        self.bus: Bus = bus  # type: ignore[assignment]  # set by the gateway before use
         self.topics: dict[bytes, Any] = {}  # key bytes -> Topic (the hot-path lookup)
         self._refs: dict[bytes, int] = {}
-        self._refs_by_ref: dict[bytes, StreamRef] = {}
-        self.on_stream_removed: Callable[[StreamRef], None] | None = None
 
     def acquire(self, ref: StreamRef) -> Any:
         """Count one more local subscriber of ``ref``; return its Topic."""
@@ -50,8 +45,7 @@ class StreamRegistry:
             topic = _fanout.Topic(ref.name.encode())
             self.topics[key] = topic
             self._refs[key] = 0
-            self._refs_by_ref[key] = ref
-            self.upstreams[ref.exchange].acquire(ref.name)
+            self.bus.subscribe(ref)
         self._refs[key] += 1
         return topic
 
@@ -66,8 +60,7 @@ class StreamRegistry:
             return
         del self._refs[key]
         del self.topics[key]
-        del self._refs_by_ref[key]
-        self.upstreams[ref.exchange].release(ref.name)
+        self.bus.unsubscribe(ref)
 
     def refcount(self, ref: StreamRef) -> int:
         return self._refs.get(ref.key.encode(), 0)

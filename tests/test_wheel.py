@@ -17,7 +17,7 @@ CHECK = r"""
 import sys
 import tickhub, tickhub._ext as ext
 assert ext.IMPLEMENTATION == "compiled", ext.COMPILED_IMPORT_ERROR
-for name in ("frames", "envelope", "fanout", "listener"):
+for name in ("frames", "envelope", "fanout", "listener", "batch"):
     mod = getattr(ext, name)
     assert mod.__file__.endswith(".so") and "site-packages" in mod.__file__, mod.__file__
 from tickhub._ext.frames import build_frame
@@ -38,10 +38,10 @@ def test_wheel_installs_and_runs_compiled(tmp_path: Path) -> None:
     (wheel,) = dist.glob("tickhub-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.endswith(".c")], "generated C must not ship"
-    for mod in ("frames", "envelope", "fanout", "listener"):
+    for mod in ("frames", "envelope", "fanout", "listener", "batch"):
         assert any(n.startswith(f"tickhub/_ext/{mod}.") and n.endswith(".so") for n in names)
     assert "tickhub/py.typed" in names
-    for mod in ("frames", "envelope", "fanout", "listener"):
+    for mod in ("frames", "envelope", "fanout", "listener", "batch"):
         assert f"tickhub/_ext/{mod}.pyi" in names
 
     env_dir = tmp_path / "venv"

@@ -2,7 +2,8 @@
 
 Modules: ``frames`` (server frame and combined-wrapper building), ``envelope`` (upstream
 message recognition without a JSON decode), ``fanout`` (topics, subscribers, the
-per-loop-turn flush) and ``listener`` (the per-connection frame handler for clients). Each has a twin ``<name>_py`` written in plain Python; it is the
+per-loop-turn flush) and ``listener`` (the per-connection frame handler for clients) and ``batch`` (cluster-bus
+batches: many upstream events per bus message). Each has a twin ``<name>_py`` written in plain Python; it is the
 oracle in parity tests and the fallback when the extensions are not built.
 
 Which one runs is never silent: :data:`IMPLEMENTATION` is ``"compiled"`` or ``"python"``,
@@ -19,9 +20,9 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["IMPLEMENTATION", "COMPILED_IMPORT_ERROR", "frames", "envelope", "fanout", "listener", "load"]
+__all__ = ["IMPLEMENTATION", "COMPILED_IMPORT_ERROR", "frames", "envelope", "fanout", "listener", "batch", "load"]
 
-_MODULES = ("frames", "envelope", "fanout", "listener")
+_MODULES = ("frames", "envelope", "fanout", "listener", "batch")
 
 
 def load(impl: str) -> dict[str, ModuleType]:
@@ -53,3 +54,4 @@ frames: ModuleType = _mods["frames"]
 envelope: ModuleType = _mods["envelope"]
 fanout: ModuleType = _mods["fanout"]
 listener: ModuleType = _mods["listener"]
+batch: ModuleType = _mods["batch"]

@@ -58,6 +58,7 @@ BUSES = ("memory", "redis", "kafka")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _MIB = 1024 * 1024
+_INSTANCE_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 def _setting(
@@ -148,6 +149,39 @@ class Config:
         "memory", env="TICKHUB_BUS", flag="--bus", kind="str",
         doc="memory (single node), redis or kafka. Unset: redis when REDIS_URL is set, "
             "else memory.")
+    instance_id: str | None = _setting(
+        None, env="TICKHUB_INSTANCE_ID", flag="--instance-id", kind="optstr",
+        doc="This instance's name on the cluster bus (letters, digits, . _ - :; at most "
+            "100). Unset: <hostname>-<pid>-<random>. Use the pod name on Kubernetes.")
+    bus_lease_ttl: float = _setting(
+        3.0, env="TICKHUB_BUS_LEASE_TTL", flag="--bus-lease-ttl", kind="float",
+        positive=True,
+        doc="Seconds an upstream-ownership lease (and a demand entry) lives in Redis "
+            "unless renewed; renewed every third of it. A dead owner is replaced within "
+            "about 4/3 of it. Must be > 0.")
+    bus_linger: float = _setting(
+        5.0, env="TICKHUB_BUS_LINGER", flag="--bus-linger", kind="float", minimum=0,
+        doc="Seconds a stream's bus channel stays subscribed (and its demand registered) "
+            "after its last local client left. 0: unsubscribe at once.")
+    bus_max_pending_bytes: int = _setting(
+        16 * _MIB, env="TICKHUB_BUS_MAX_PENDING_BYTES", flag="--bus-max-pending-bytes",
+        kind="int", positive=True,
+        doc="Bytes of batches waiting to be published on the bus; beyond it new batches "
+            "are dropped and counted (receivers see the hole and report a gap). Must be > 0.")
+    bus_backoff_max: float = _setting(
+        5.0, env="TICKHUB_BUS_BACKOFF_MAX", flag="--bus-backoff-max", kind="float",
+        positive=True,
+        doc="Cap in seconds of the Redis reconnect delay (starts at 0.1 s, doubles, "
+            "jittered). Must be > 0.")
+    bus_outage_unready: bool = _setting(
+        False, env="TICKHUB_BUS_OUTAGE_UNREADY", flag="--bus-outage-unready", kind="bool",
+        doc="Answer /readyz with 503 while the bus is down. Off: stay ready and keep "
+            "serving local upstreams (the outage shows in the /readyz body and metrics).")
+    kafka_max_buffered: int = _setting(
+        100_000, env="TICKHUB_KAFKA_MAX_BUFFERED", flag="--kafka-max-buffered", kind="int",
+        positive=True,
+        doc="Upstream events waiting for the Kafka producer; beyond it events are dropped "
+            "from the log and counted, never blocking the fan-out. Must be > 0.")
     binance_ws_url: str = _setting(
         "wss://stream.binance.com:9443", env="BINANCE_WS_URL", flag="--binance-ws-url",
         kind="str", doc="Binance Spot stream base URL (point it at `tickhub simulate`).")
@@ -321,6 +355,9 @@ class Config:
             if scheme not in ("redis", "rediss", "unix"):
                 raise ConfigError(f"{_label_of('redis_url')} must start with redis://, rediss:// "
                                   f"or unix://, got {_redact_url(self.redis_url)!r}")
+        if self.instance_id is not None and not _INSTANCE_ID_RE.fullmatch(self.instance_id):
+            raise ConfigError(f"{_label_of('instance_id')} must be 1 to 100 of letters, "
+                              f"digits and . _ - :, got {self.instance_id!r}")
         if self.bus == "redis" and self.redis_url is None:
             raise ConfigError(f"{label} is redis, which needs REDIS_URL")
         if self.bus == "kafka" and self.kafka_broker_url is None:

@@ -34,9 +34,11 @@ SERVERS = {
 RESULTS = BENCH / "results" / "fanout.jsonl"
 
 
-def run_cell(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
+def run_cell(server: str, burst: int, clients: int, warmup: float, duration: float,
+             aiofastnet: bool = True) -> dict[str, Any]:
     """One measured run; always stops both subprocesses."""
-    srv = Proc([PYTHON, str(BENCH / "peers" / SERVERS[server]), str(burst), str(clients)], core=0)
+    srv = Proc([PYTHON, str(BENCH / "peers" / SERVERS[server]), str(burst), str(clients)], core=0,
+               env={} if aiofastnet else {"BENCH_AIOFASTNET": "0"})
     cli: Proc | None = None
     try:
         port = srv.read_event(10, "listening")["port"]
@@ -121,10 +123,13 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--bursts", default="1,10,100")
     p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--no-aiofastnet", action="store_true",
+                   help="picows servers on uvloop's transports instead of aiofastnet's")
     p.add_argument("--quick", action="store_true", help="1 rep of B=1,10 (B=100 for tickhub only)")
     args = p.parse_args()
     ensure_benchclient()
     info = versions()
+    info["picows_transport"] = "uvloop" if args.no_aiofastnet else "aiofastnet"
     print(json.dumps({"versions": info}), flush=True)
     bursts = [int(b) for b in args.bursts.split(",")]
     servers = args.servers.split(",")
@@ -140,11 +145,12 @@ def main() -> int:
     for rep in range(args.reps):
         for server, burst in cells:
             try:
-                row = run_cell(server, burst, args.clients, args.warmup, args.duration)
+                row = run_cell(server, burst, args.clients, args.warmup, args.duration,
+                               aiofastnet=not args.no_aiofastnet)
             except (TimeoutError, RuntimeError) as exc:
                 print(f"# {server} B={burst} rep {rep}: FAILED: {exc}", file=sys.stderr, flush=True)
                 continue
-            row.update(rep=rep, versions=info, when=time.time())
+            row.update(rep=rep, versions=info, when=time.time(), aiofastnet=not args.no_aiofastnet)
             append_jsonl(RESULTS, row)
             rows.append(row)
             print(f"# rep {rep} {server:22s} B={burst:<3d} {_fmt_rate(row['msgs_per_s']):>10s} "

@@ -90,6 +90,15 @@ async def publish_forever(
         await asyncio.sleep(0)
 
 
+def picows_server_options() -> dict[str, object]:
+    """Keyword arguments for ``picows.ws_create_server``: ``BENCH_AIOFASTNET=0`` makes picows
+    use uvloop's own TCP transports instead of aiofastnet's (picows' default when the
+    package is installed) — the two differ in memory per connection and in write cost."""
+    if os.environ.get("BENCH_AIOFASTNET", "") == "0":
+        return {"use_aiofastnet": False}
+    return {}
+
+
 def parse_args() -> tuple[int, int]:
     """``<burst> <clients>`` from argv."""
     return int(sys.argv[1]), int(sys.argv[2])

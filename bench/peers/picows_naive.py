@@ -9,7 +9,7 @@ from __future__ import annotations
 import picows
 import uvloop
 
-from common import Counters, emit, parse_args, publish_forever, serve_control
+from common import Counters, emit, parse_args, picows_server_options, publish_forever, serve_control
 
 
 async def main() -> None:
@@ -33,7 +33,7 @@ async def main() -> None:
         def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
             transports.remove(transport)
 
-    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0)
+    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0, **picows_server_options())
     emit(event="listening", port=server.sockets[0].getsockname()[1])
     serve_control(counters)
     text = picows.WSMsgType.TEXT

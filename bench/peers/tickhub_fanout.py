@@ -12,7 +12,7 @@ import asyncio
 import picows
 import uvloop
 
-from common import Counters, emit, parse_args, publish_forever, serve_control
+from common import Counters, emit, parse_args, picows_server_options, publish_forever, serve_control
 from tickhub import _ext
 
 
@@ -41,7 +41,7 @@ async def main() -> None:
         def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
             fanout.remove(self.sub)
 
-    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0)
+    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0, **picows_server_options())
     emit(event="listening", port=server.sockets[0].getsockname()[1], implementation=_ext.IMPLEMENTATION)
     serve_control(counters)
 

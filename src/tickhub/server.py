@@ -11,7 +11,10 @@ Routes (everything else: 404):
                                        ``/ws``
 ``/stream``, ``/stream?streams=a/b``   combined ``{"stream":..,"data":..}`` payloads
 ``/healthz``                           200 while the process runs (implementation shown)
-``/readyz``                            200 while serving, 503 while draining
+``/readyz``                            200 while serving, 503 while draining (or while
+                                       the bus is down, with
+                                       ``TICKHUB_BUS_OUTAGE_UNREADY``); the body shows
+                                       the bus health
 ``/metrics``                           Prometheus text format
 ``/admin/state``                       JSON: streams, clients, upstream connections
                                        (needs a token with ``"admin": true`` when auth
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from typing import Any
@@ -38,7 +42,7 @@ from .config import Config
 from .errors import AuthError, CloseCode, InvalidStream
 from .metrics import HubMetrics
 from .names import StreamRef, parse_stream
-from .bus import Bus, MemoryBus
+from .bus import Bus, make_bus
 from .session import Session
 from .streams import StreamRegistry
 
@@ -172,7 +176,7 @@ class Gateway:
 
     def _make_bus(self) -> Bus:
         """The bus named by the config (``memory`` unless Redis or Kafka is configured)."""
-        return MemoryBus(self.upstreams, self.registry.on_data)
+        return make_bus(self.config, self.upstreams, self.registry, self.report_gap, self.metrics)
 
     def _binance_upstream(self) -> Any:
         from .upstream.binance import BinanceUpstream, UpstreamSettings
@@ -183,8 +187,9 @@ class Gateway:
             streams_per_connection=cfg.upstream_streams_per_connection,
             control_per_second=cfg.upstream_control_per_second,
             linger=cfg.upstream_linger,
-            max_age=cfg.upstream_max_age,
-            stall_timeout=cfg.upstream_stall_timeout,
+            # The config's 0 means "never"; the adapter wants a positive time for both.
+            max_age=cfg.upstream_max_age or math.inf,
+            stall_timeout=cfg.upstream_stall_timeout or math.inf,
             backoff_initial=cfg.upstream_backoff_initial,
             backoff_max=cfg.upstream_backoff_max,
             connect_budget=cfg.upstream_connect_budget,
@@ -329,7 +334,14 @@ class Gateway:
                 return WSUpgradeResponseWithListener(
                     WSUpgradeResponse.create_error_response(503, b'{"status":"draining"}\n'), None
                 )
-            return _ok(b'{"status":"ready"}', "application/json")
+            bus = self.bus.status()
+            if not bus["healthy"] and self.config.bus_outage_unready:
+                return WSUpgradeResponseWithListener(
+                    WSUpgradeResponse.create_error_response(503, b'{"status":"bus down"}\n'), None
+                )
+            # A bus outage alone keeps the hub ready: it still serves its own upstreams.
+            body = {"status": "ready", "bus": {"kind": bus["kind"], "healthy": bus["healthy"]}}
+            return _ok(orjson.dumps(body), "application/json")
         if path == "/metrics":
             body, ctype = self.metrics.render()
             return _ok(body, ctype)

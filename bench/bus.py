@@ -1,0 +1,130 @@
+"""Redis bus throughput: upstream events/s that one gateway receives through Redis pub/sub,
+batched (B events per bus message, as the owner publishes one message per stream per loop
+turn) versus one bus message per upstream event.
+
+A publisher process floods ``tickhub:ev:btcusdt@trade`` with bus messages built by the
+compiled ``tickhub._ext.batch`` (pipelined PUBLISH, 200 per round trip), as an owner
+instance would; the receiving side is a real :class:`tickhub.server.Gateway` with the Redis
+bus and one local subscription of the stream, counting the events its compiled
+``Channel.deliver`` hands to the fan-out over the measuring window. A fake lease keeps the
+receiver from taking the upstream itself. Redis (valkey-server) runs on 127.0.0.1.
+
+    .venv/bin/python bench/bus.py            # B = 1, 10, 100; 3 s windows
+    .venv/bin/python bench/bus.py --seconds 2 --batches 1 50
+
+Prints versions first, then one line per B and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+PUBLISHER = r"""
+import sys, time, redis
+from tickhub._ext import batch, fanout
+import asyncio
+url, b, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+loop = asyncio.new_event_loop()
+ch = batch.Channel(fanout.Fanout(loop))
+r = redis.Redis.from_url(url)
+tid, seq = 1, 0
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    pipe = r.pipeline(transaction=False)
+    for _ in range(max(1, 200 // b)):
+        for _ in range(b):
+            ch.add(b'{"e":"trade","E":1700000000000,"s":"BTCUSDT","t":%d,"p":"42000.10","q":"0.00100","T":1700000000000,"m":true,"M":true}' % tid)
+            tid += 1
+        seq += 1
+        pipe.publish(b"tickhub:ev:btcusdt@trade", ch.take(batch.header(b"bench-owner", 1, seq)))
+    pipe.execute()
+"""
+
+
+class NoUpstream:
+    def acquire(self, stream: str) -> None:
+        return None
+
+    def release(self, stream: str) -> None:
+        return None
+
+
+async def measure(url: str, b: int, seconds: float) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    from tickhub.config import Config
+    from tickhub.names import parse_stream
+    from tickhub.server import Gateway
+
+    admin = aioredis.Redis.from_url(url)
+    await admin.flushall()
+    await admin.set("tickhub:owner:btcusdt@trade", "bench-owner 1", px=600_000)
+    gw = Gateway(Config(listen_url="ws://127.0.0.1:0", bus="redis", redis_url=url,
+                        instance_id="bench-receiver", drain_seconds=0.0),
+                 upstreams={"binance": NoUpstream()})
+    await gw.start()
+    gw.registry.acquire(parse_stream("btcusdt@trade"))
+    st = gw.bus._streams["btcusdt@trade"]
+    while not st.subscribed:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    warmup = 0.5
+    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(b), str(seconds + warmup + 0.5)])
+    await asyncio.sleep(warmup)
+    d0, b0, t0 = st.chan.delivered, gw.bus.batches_received, time.perf_counter()
+    await asyncio.sleep(seconds)
+    d1, b1, t1 = st.chan.delivered, gw.bus.batches_received, time.perf_counter()
+    proc.wait()
+    gaps = gw.bus.gaps
+    await gw.stop()
+    await admin.aclose()
+    return {"B": b, "events_per_s": (d1 - d0) / (t1 - t0), "bus_messages_per_s": (b1 - b0) / (t1 - t0),
+            "gaps_reported": gaps}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 10, 100])
+    args = parser.parse_args()
+    import redis
+    import uvloop
+
+    from servers import RedisServer
+    from tickhub import _ext
+
+    print(f"python {platform.python_version()}, redis-py {redis.__version__}, "
+          f"uvloop {uvloop.__version__}, tickhub hot path {_ext.IMPLEMENTATION}")
+    server = RedisServer()
+    server.start()
+    try:
+        results = []
+        for b in args.batches:
+            res = await measure(server.url, b, args.seconds)
+            results.append(res)
+            print(f"B={b:<4} {res['events_per_s']:>12,.0f} events/s  "
+                  f"{res['bus_messages_per_s']:>10,.0f} bus messages/s  gaps={res['gaps_reported']}")
+        base = results[0]["events_per_s"] or 1.0
+        for res in results:
+            res["ratio_vs_first"] = round(res["events_per_s"] / base, 2)
+        print(json.dumps(results))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

@@ -340,8 +340,8 @@ class Gateway:
                     WSUpgradeResponse.create_error_response(503, b'{"status":"bus down"}\n'), None
                 )
             # A bus outage alone keeps the hub ready: it still serves its own upstreams.
-            body = {"status": "ready", "bus": {"kind": bus["kind"], "healthy": bus["healthy"]}}
-            return _ok(orjson.dumps(body), "application/json")
+            ready = {"status": "ready", "bus": {"kind": bus["kind"], "healthy": bus["healthy"]}}
+            return _ok(orjson.dumps(ready), "application/json")
         if path == "/metrics":
             body, ctype = self.metrics.render()
             return _ok(body, ctype)

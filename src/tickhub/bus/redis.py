@@ -650,7 +650,7 @@ class RedisBus:
 
 def _backoff(failures: int, cap: float) -> float:
     """Full-jitter exponential backoff: 0.1 s doubled per failure, capped."""
-    return random.uniform(0.5, 1.0) * min(cap, 0.1 * 2 ** min(failures, 16))
+    return random.uniform(0.5, 1.0) * min(cap, 0.1 * 2.0 ** min(failures, 16))
 
 
 async def _quietly(aw: Any) -> None:

@@ -118,5 +118,6 @@ class TansuBroker:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            # In-memory storage, nothing to flush; Tansu takes seconds to honour SIGTERM.
+            _stop(self.proc, signal.SIGKILL)
             self.proc = None

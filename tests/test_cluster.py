@@ -95,7 +95,9 @@ async def test_demand_follows_clients_and_the_last_one_releases_the_upstream(mak
 
 async def test_redis_restart_is_reported_as_a_gap_and_service_resumes(make_hub, sim, redis_server):
     a = await make_hub(**cluster_config(redis_server, "hub-a"))
-    async with websockets.connect(f"{a.url}/ws/btcusdt@trade") as wa:
+    # max_queue=None: this client is not read to the end; unbounded, its close is not stuck
+    # behind unread frames.
+    async with websockets.connect(f"{a.url}/ws/btcusdt@trade", max_queue=None) as wa:
         await recv_events(wa, 2)  # hub-a owns the stream
         b = await make_hub(**cluster_config(redis_server, "hub-b"))
         async with websockets.connect(f"{b.url}/ws/btcusdt@trade") as wb:

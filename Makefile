@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv build test bench bench-fanout demo clean wheel
+.PHONY: venv build test bench bench-fanout bench-e2e bench-rss bench-bus demo clean wheel
 
 venv: $(DEPS)
 
@@ -25,10 +25,28 @@ build: $(DEPS)
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Micro benchmarks (pytest-benchmark) and the real-socket fan-out benchmark.
+# Benchmarks: run on demand, one at a time (see bench/README.md). Reports go to bench/results/.
+# Micro benchmarks of the compiled hot path (pytest-benchmark), ns per message.
 bench: build
-	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=bench/results/micro.json -p no:cacheprovider
-	$(PY) bench/fanout.py --out bench/results/fanout.jsonl
+	@mkdir -p bench/results
+	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=bench/results/micro.json -p no:cacheprovider -q
+	@echo "report: bench/results/micro.json"
+
+# Real-socket fan-out: tickhub vs picows one send() per client vs websockets.broadcast.
+bench-fanout: build
+	$(PY) bench/fanout.py --reps 3
+
+# The whole hub: feeder -> tickhub serve -> 1000 clients; throughput and latency.
+bench-e2e: build
+	$(PY) bench/hub_e2e.py
+
+# RSS per idle client connection (10,000 clients).
+bench-rss: build
+	$(PY) bench/idle_rss.py
+
+# Upstream events/s through the Redis bus into one gateway.
+bench-bus: build
+	$(PY) bench/bus.py
 
 wheel: $(DEPS)
 	$(PY) -m pip wheel . --no-deps -w dist/

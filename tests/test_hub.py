@@ -144,3 +144,32 @@ async def test_gap_policy_close_ends_affected_clients_with_4011(make_hub, sim):
                 while True:
                     await ws.recv()
         assert closed.value.rcvd.code == 4011
+
+
+async def test_drain_answers_503_and_closes_clients_with_1001(make_hub):
+    hub = await make_hub(drain_seconds=1.0)
+    clients = [await websockets.connect(f"{hub.url}/ws/btcusdt@trade") for _ in range(2)]
+    await asyncio.gather(*(_recv_json(ws, 1) for ws in clients))
+    stopping = asyncio.create_task(hub.stop())
+    await asyncio.sleep(0.1)  # first wave closed, second due after half the window
+
+    def status(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{hub.port}{path}", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert await asyncio.to_thread(status, "/readyz") == 503
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"{hub.url}/ws/btcusdt@trade")
+    assert refused.value.response.status_code == 503
+    codes = []
+    for ws in clients:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    await ws.recv()
+        codes.append(closed.value.rcvd.code)
+    assert codes == [1001, 1001]
+    await asyncio.wait_for(stopping, 10)

@@ -53,6 +53,29 @@ log = logging.getLogger("tickhub.server")
 _TIME_UNITS = {"millisecond": "MILLISECOND", "microsecond": "MICROSECOND"}
 
 
+class _OncePerSecond(logging.Filter):
+    """picows logs each client protocol error (e.g. an oversized frame) at ERROR; a
+    misbehaving client must not be able to flood the log, so keep one record a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            self.suppressed += 1
+            return False
+        self._last = now
+        return True
+
+
+# picows logs under this logger (inside the tickhub tree, so TICKHUB_LOG_LEVEL reaches it).
+_PICOWS_LOG = logging.getLogger("tickhub.picows")
+_PICOWS_LOG.addFilter(_OncePerSecond())
+
+
 class Route:
     """A parsed client URL: wire variant and the streams named in it."""
 
@@ -163,7 +186,7 @@ class Gateway:
             enable_auto_pong=False,  # the listener answers pings itself and counts them
             max_frame_size=cfg.max_frame_size,
             read_buffer_init_size=2048,  # control messages are small; keeps RSS per client low
-            logger_name="tickhub.picows",
+            logger_name=_PICOWS_LOG,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         if cfg.ping_interval > 0:
@@ -249,27 +272,36 @@ class Gateway:
             self.registry.on_data(key.encode(), notice)
 
     async def stop(self) -> None:
-        """Drain (readyz 503, no new clients, 1001 to everyone over the drain window), then
-        stop the upstreams."""
+        """Drain, then stop the upstreams and the bus.
+
+        The listening socket stays open during the drain so that ``/readyz`` answers 503
+        (load balancers and probes see "not ready" rather than "connection refused");
+        every new WebSocket upgrade gets 503 too. Clients are closed with 1001 in up to 50
+        waves spread over ``drain_seconds``, so they do not all reconnect to the other
+        instances at the same moment.
+        """
         if self.draining:
             return
         self.draining = True
-        if self.server is not None:
-            self.server.close()  # stop accepting; existing connections stay
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
         sessions = list(self.sessions.values())
         window = self.config.drain_seconds
-        # Spread the closes so clients do not all reconnect to the other instances at once.
         steps = min(len(sessions), 50)
         for i in range(steps):
             for s in sessions[i::steps]:
                 s.close(CloseCode.GOING_AWAY, "server shutting down")
             if window > 0 and i < steps - 1:
                 await asyncio.sleep(window / steps)
-        async with asyncio.timeout(max(3.0, window)):
-            while self.sessions:
-                await asyncio.sleep(0.02)
+        try:
+            # Session.close aborts a peer that does not finish the close within its grace.
+            async with asyncio.timeout(max(5.0, window)):
+                while self.sessions:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            log.warning("%d client(s) still open after the drain; stopping anyway", len(self.sessions))
+        if self.server is not None:
+            self.server.close()
         for up in self.upstreams.values():
             if hasattr(up, "stop"):
                 await up.stop()

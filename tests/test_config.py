@@ -197,7 +197,7 @@ def test_every_bad_number_names_its_variable(env_name: str, flag: str, kind: str
 
 @pytest.mark.parametrize(("env_name", "flag", "kind"), NUMERIC)
 def test_every_negative_number_names_its_variable(env_name: str, flag: str, kind: str) -> None:
-    with pytest.raises(ConfigError, match=f"^{env_name} .*(negative|greater than 0)"):
+    with pytest.raises(ConfigError, match=f"^{env_name} .*(negative|greater than 0|at least)"):
         load(env={env_name: "-1"})
 
 
@@ -214,9 +214,12 @@ def test_zero_rules() -> None:
                     "TICKHUB_PING_INTERVAL": "0", "TICKHUB_UPSTREAM_LINGER": "0"})
     assert cfg.max_incoming_per_second == 0 and cfg.ping_interval == 0.0
     for name in ("TICKHUB_MAX_QUEUED_BYTES", "TICKHUB_MAX_FRAME_SIZE",
-                 "TICKHUB_UPSTREAM_BACKOFF_INITIAL", "TICKHUB_UPSTREAM_CONTROL_PER_SECOND"):
+                 "TICKHUB_UPSTREAM_BACKOFF_INITIAL"):
         with pytest.raises(ConfigError, match=f"^{name} .*greater than 0"):
             load(env={name: "0"})
+    # one slot of each second is kept for the upstream's pongs
+    with pytest.raises(ConfigError, match="^TICKHUB_UPSTREAM_CONTROL_PER_SECOND .*at least 2, got 1$"):
+        load(env={"TICKHUB_UPSTREAM_CONTROL_PER_SECOND": "1"})
 
 
 def test_backoff_max_below_initial() -> None:

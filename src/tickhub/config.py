@@ -225,11 +225,11 @@ class Config:
         1024, env="TICKHUB_UPSTREAM_STREAMS_PER_CONNECTION",
         flag="--upstream-streams-per-connection", kind="int", positive=True,
         doc="Streams per upstream connection (Binance: 1024). Must be > 0.")
-    upstream_control_per_second: float = _setting(
-        5.0, env="TICKHUB_UPSTREAM_CONTROL_PER_SECOND", flag="--upstream-control-per-second",
-        kind="float", positive=True,
+    upstream_control_per_second: int = _setting(
+        5, env="TICKHUB_UPSTREAM_CONTROL_PER_SECOND", flag="--upstream-control-per-second",
+        kind="int", minimum=2,
         doc="Control messages per second per upstream connection that the manager stays "
-            "under (Binance: 5). Must be > 0.")
+            "under (Binance: 5); one slot of each second is kept for pongs. At least 2.")
     upstream_max_age: float = _setting(
         23.5 * 3600, env="TICKHUB_UPSTREAM_MAX_AGE", flag="--upstream-max-age",
         kind="float", minimum=0,
@@ -435,7 +435,8 @@ def _check_number(f: dataclasses.Field[Any], value: float) -> None:
         raise ConfigError(f"{_label(f)} must be greater than 0, got {value:g}")
     minimum = f.metadata["minimum"]
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{_label(f)} must not be negative, got {value:g}")
+        rule = "must not be negative" if minimum == 0 else f"must be at least {minimum:g}"
+        raise ConfigError(f"{_label(f)} {rule}, got {value:g}")
 
 
 def _check_ws_url(label: str, raw: str) -> SplitResult:

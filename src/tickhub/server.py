@@ -176,6 +176,7 @@ class Gateway:
         ssl_ctx = None
         if cfg.tls:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            assert cfg.tls_cert_file is not None  # Config requires both with wss://
             ssl_ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
         self.server = await picows.ws_create_server(
             self._route,

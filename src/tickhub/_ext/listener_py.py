@@ -15,7 +15,7 @@ __all__ = ["ClientListener", "monotonic"]
 monotonic = time.monotonic
 
 
-class ClientListener(WSListener):  # type: ignore[misc]
+class ClientListener(WSListener):
     """One client connection's frame handler (pure Python)."""
 
     def __init__(self, session: Any, max_per_second: int = 5, max_message_size: int = 65536) -> None:
@@ -78,7 +78,7 @@ class ClientListener(WSListener):  # type: ignore[misc]
         elif t == WSMsgType.BINARY:
             self.session.on_binary()
         elif t == WSMsgType.CLOSE:
-            self.session.on_close_frame(int(frame.get_close_code()))
+            self.session.on_close_frame(frame.get_close_code().value)
 
     def _check_fragments(self) -> bool:
         assert self._fragments is not None

@@ -178,3 +178,25 @@ async def test_kill_9_of_the_owner_process_fails_over_within_the_lease_bound(mak
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         errors.close()
+
+
+async def test_an_upstream_drop_at_the_owner_reaches_clients_of_other_instances(make_hub, sim, redis_server):
+    owner = await make_hub(**cluster_config(redis_server, "hub-owner"))
+    other = await make_hub(**cluster_config(redis_server, "hub-other"))
+    async with websockets.connect(f"{owner.url}/ws/btcusdt@trade") as wo:
+        await recv_events(wo, 2)  # hub-owner took the lease and the upstream
+        async with websockets.connect(f"{other.url}/ws/btcusdt@trade") as wb:
+            before = await recv_events(wb, 3)
+            assert other.bus.status()["owned"] == []
+            assert sim.drop_connections() == 1  # the owner's exchange connection only
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(10.0):
+                while not (seen and seen[-1].get("e") == "trade" and
+                           any(m.get("e") == "streamGap" for m in seen)):
+                    seen.append(orjson.loads(await wb.recv()))
+            gaps = [m for m in seen if m.get("e") == "streamGap"]
+            # The owner's upstream reason, not a bus fault: the receiver was told, not guessing.
+            assert [(g["stream"], g["reason"]) for g in gaps] == [("btcusdt@trade", "reconnect")]
+            trades = [m["t"] for m in before + seen if m.get("e") == "trade"]
+            assert trades == sorted(set(trades))
+            assert other.bus.status()["counters"]["gaps"] == 1

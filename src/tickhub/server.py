@@ -243,7 +243,9 @@ class Gateway:
             self.metrics.upstream_rotations_total.labels(exchange=exchange).inc()
         elif event == "gap":
             prefix = "" if exchange == "binance" else f"{exchange}:"
-            self.report_gap([prefix + s for s in info.get("streams", ())], info.get("reason", "upstream reconnect"))
+            # Through the bus: clients of these streams on other instances must hear it too.
+            self.bus.upstream_gap([prefix + s for s in info.get("streams", ())],
+                                  info.get("reason", "upstream reconnect"))
 
     def report_gap(self, keys: list[str], reason: str) -> None:
         """Events of ``keys`` may have been missed (upstream or bus outage): never silent.

@@ -49,7 +49,7 @@ def make_bus(
 
         return RedisBus(config, upstreams, registry, report_gap, metrics=metrics,
                         event_log=event_log)
-    memory = MemoryBus(upstreams, registry.on_data)
+    memory = MemoryBus(upstreams, registry.on_data, report_gap)
     if event_log is None:
         return memory
     from .kafka import LoggedBus

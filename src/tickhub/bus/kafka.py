@@ -176,6 +176,9 @@ class LoggedBus:
         self.inner.on_upstream_data(exchange, stream, payload)
         self.event_log.append(exchange, stream, payload)
 
+    def upstream_gap(self, keys: list[str], reason: str) -> None:
+        self.inner.upstream_gap(keys, reason)
+
     async def start(self) -> None:
         await self.inner.start()
         await self.event_log.start()

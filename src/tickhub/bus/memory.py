@@ -6,11 +6,14 @@ from typing import Any, Callable, Protocol
 
 from ..names import StreamRef
 
-__all__ = ["Bus", "MemoryBus", "Deliver"]
+__all__ = ["Bus", "MemoryBus", "Deliver", "ReportGap"]
 
 #: ``deliver(key, payload)``: hand one upstream event (hub-wide stream key as bytes, the
 #: payload exactly as the exchange sent it) to the local registry.
 Deliver = Callable[[bytes, bytes], None]
+#: ``report_gap(keys, reason)``: events of these hub-wide stream keys may have been missed
+#: (:meth:`tickhub.server.Gateway.report_gap`).
+ReportGap = Callable[[list[str], str], None]
 
 
 class Upstream(Protocol):
@@ -30,6 +33,10 @@ class Bus(Protocol):
     def on_upstream_data(self, exchange: str, stream: bytes, payload: bytes) -> None:
         """An upstream this instance runs received an event."""
 
+    def upstream_gap(self, keys: list[str], reason: str) -> None:
+        """An upstream this instance runs may have missed events of ``keys`` (hub-wide
+        stream keys): every instance with clients of them must tell them, not only this one."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -43,9 +50,10 @@ class MemoryBus:
 
     kind = "memory"
 
-    def __init__(self, upstreams: dict[str, Upstream], deliver: Deliver) -> None:
+    def __init__(self, upstreams: dict[str, Upstream], deliver: Deliver, report_gap: ReportGap) -> None:
         self.upstreams = upstreams
         self.deliver = deliver
+        self.report_gap = report_gap
 
     def subscribe(self, ref: StreamRef) -> None:
         self.upstreams[ref.exchange].acquire(ref.name)
@@ -56,6 +64,9 @@ class MemoryBus:
     def on_upstream_data(self, exchange: str, stream: bytes, payload: bytes) -> None:
         # Binance streams are keyed by their own name; other exchanges by "<exchange>:<name>".
         self.deliver(stream if exchange == "binance" else exchange.encode() + b":" + stream, payload)
+
+    def upstream_gap(self, keys: list[str], reason: str) -> None:
+        self.report_gap(keys, reason)  # one process: its clients are all there are
 
     async def start(self) -> None:
         return None

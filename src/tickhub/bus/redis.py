@@ -40,7 +40,19 @@ Gaps are never silent. A receiver reports ``gateway.report_gap`` for a stream wh
   publish buffer: the owner counts its sequence even for batches it drops);
 * its pub/sub connection came back after a loss (everything published meanwhile is gone);
   this is reported once resubscribed, so the notice sits in the stream just before the
-  resumed events.
+  resumed events;
+* the owner's upstream lost events (its exchange connection dropped and came back:
+  :meth:`RedisBus.upstream_gap`). The owner reports the gap to its own clients and
+  publishes a *gap marker* on the stream's channel, after the events it already had and
+  before the resumed ones::
+
+      b"TG1" | owner_len:u8 | owner | token:u64 | seq:u64 | reason:utf-8
+
+  Every receiver reports the gap with the same reason when the marker arrives, so clients
+  of every instance see the same ``streamGap`` at the same place in the stream. The marker
+  takes the next batch sequence number: a receiver that misses it (dropped, or lost on
+  the way) still sees the hole and reports a gap. Owner and receivers also forget their
+  de-duplication cursor then, as the upstream does, since the exchange's ids may restart.
 
 Redis down or unreachable: the instance keeps serving what its own upstreams deliver (an
 owner keeps its upstream and its local clients keep their events; its batches are dropped
@@ -64,6 +76,7 @@ import random
 import re
 import secrets
 import socket
+import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
@@ -87,6 +100,9 @@ __all__ = ["RedisBus", "default_instance_id", "EVENT_PREFIX", "WANT_PREFIX", "OW
 log = logging.getLogger("tickhub.bus.redis")
 
 EVENT_PREFIX = b"tickhub:ev:"
+#: First bytes of a gap marker on a stream channel (batches start with ``batch.MAGIC``).
+GAP_MAGIC = b"TG1"
+_GAP_HEAD = struct.Struct("<QQ")
 WANT_PREFIX = "tickhub:want:"
 OWNER_PREFIX = "tickhub:owner:"
 #: Subscribed always, so the pub/sub connection exists (and is pinged) with no stream.
@@ -280,6 +296,28 @@ class RedisBus:
         if self.event_log is not None:
             self.event_log.append(exchange, stream, payload)
 
+    def upstream_gap(self, keys: list[str], reason: str) -> None:
+        """Our upstream may have missed events of ``keys``: tell local clients, and every
+        receiver through a gap marker (see the module). Streams we do not own are left
+        alone: their clients get the owner's events, which have no hole."""
+        owned = [st for st in map(self._streams.get, keys) if st is not None and st.token]
+        if not owned:
+            return
+        self._gap(owned, reason)
+        marker_reason = reason.encode()[:1000]
+        for st in owned:
+            st.chan.forget()
+            self._queue_batch(st)  # this turn's events belong before the marker
+            st.seq += 1
+            if not self.commands_up:
+                self.batches_dropped += 1
+                continue
+            marker = GAP_MAGIC + bytes((len(self._me),)) + self._me + _GAP_HEAD.pack(st.token, st.seq) + marker_reason
+            self._outbox.append((st.channel_name, marker))
+            self._outbox_bytes += len(marker)
+        if self._outbox:
+            self._send_wake.set()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         url = self.config.redis_url
@@ -392,26 +430,28 @@ class RedisBus:
         """Once per loop turn: one bus message per stream that got events this turn."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        limit = self.config.bus_max_pending_bytes
-        header = _ext.batch.header
         for st in dirty:
-            if not st.chan.pending:
-                continue
-            # Counted even when dropped: receivers see the hole and report the gap.
-            st.seq += 1
-            if not st.token or not self.commands_up:
-                st.chan.clear()
-                self.batches_dropped += 1
-                continue
-            self.events_published += st.chan.pending
-            msg = st.chan.take(header(self._me, st.token, st.seq))
-            if self._outbox_bytes + len(msg) > limit:
-                self.batches_dropped += 1
-                continue
-            self._outbox.append((st.channel_name, msg))
-            self._outbox_bytes += len(msg)
+            self._queue_batch(st)
         if self._outbox:
             self._send_wake.set()
+
+    def _queue_batch(self, st: _Stream) -> None:
+        """Move the stream's pending events, as one batch, to the outbox."""
+        if not st.chan.pending:
+            return
+        # Counted even when dropped: receivers see the hole and report the gap.
+        st.seq += 1
+        if not st.token or not self.commands_up:
+            st.chan.clear()
+            self.batches_dropped += 1
+            return
+        self.events_published += st.chan.pending
+        msg = st.chan.take(_ext.batch.header(self._me, st.token, st.seq))
+        if self._outbox_bytes + len(msg) > self.config.bus_max_pending_bytes:
+            self.batches_dropped += 1
+            return
+        self._outbox.append((st.channel_name, msg))
+        self._outbox_bytes += len(msg)
 
     async def _send_loop(self) -> None:
         """Publish queued batches, all of one wake in one pipeline (one round trip)."""
@@ -578,6 +618,9 @@ class RedisBus:
         st = self._by_channel.get(channel)
         if st is None or not st.subscribed:
             return
+        if data.startswith(GAP_MAGIC):
+            self._on_gap_marker(st, data)
+            return
         try:
             owner, token, seq, count, offset = _ext.batch.parse_header(data)
         except ValueError:
@@ -586,6 +629,29 @@ class RedisBus:
         if owner == self._me:
             return  # our own batch, already delivered locally
         self.batches_received += 1
+        self._check_sequence(st, token, seq)
+        # An older token: a slow former owner; de-duplication keeps what is new.
+        if st.chan.deliver(data, offset, count) < 0:
+            self.malformed += 1
+
+    def _on_gap_marker(self, st: _Stream, data: bytes) -> None:
+        """The owner's upstream lost events of ``st``: our clients must hear it too."""
+        end = 4 + data[3] if len(data) > 3 else len(data) + 1
+        if len(data) < end + _GAP_HEAD.size:
+            self.malformed += 1
+            return
+        if data[4:end] == self._me:
+            return  # our own marker, reported locally already
+        token, seq = _GAP_HEAD.unpack_from(data, end)
+        self._check_sequence(st, token, seq)
+        if st.token:
+            return  # we own the stream now; our own upstream is what our clients get
+        st.chan.forget()
+        reason = data[end + _GAP_HEAD.size:].decode("utf-8", "replace") or "upstream gap"
+        self._gap([st], reason)
+
+    def _check_sequence(self, st: _Stream, token: int, seq: int) -> None:
+        """Follow the owner's (token, seq) of a received bus message; report holes."""
         if token > st.rx_token:
             if st.rx_token and not st.token:
                 self.takeovers += 1
@@ -595,9 +661,6 @@ class RedisBus:
             if seq != st.rx_seq + 1 and not st.token:
                 self._gap([st], "bus messages lost")
             st.rx_seq = seq
-        # An older token: a slow former owner; de-duplication keeps what is new.
-        if st.chan.deliver(data, offset, count) < 0:
-            self.malformed += 1
 
     # -- health -----------------------------------------------------------------------------
 

@@ -7,8 +7,14 @@ import contextlib
 from typing import Any, AsyncIterator, Callable
 
 import pytest
+import uvloop
 
 from tickhub.config import Config
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run every async test on uvloop, the loop the hub runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

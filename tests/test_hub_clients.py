@@ -146,7 +146,9 @@ class _TradeCounter(WSListener):  # type: ignore[misc]
 
 
 async def test_picows_client_with_subscribe_and_auto_ping(make_hub):
-    hub = await make_hub(ping_interval=0.2, pong_timeout=1.0)
+    # Pongs count toward the 5 messages/s limit (as on Binance): 0.3 s pings leave room
+    # for the SUBSCRIBE in the same second.
+    hub = await make_hub(ping_interval=0.3, pong_timeout=1.0)
     transport, client = await picows.ws_connect(
         _TradeCounter, f"{hub.url}/ws", enable_auto_ping=True, auto_ping_idle_timeout=0.5,
         auto_ping_reply_timeout=0.5,

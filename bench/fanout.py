@@ -1,76 +1,262 @@
-"""Fan-out throughput: tickhub's compiled Fanout vs picows-naive vs websockets.broadcast().
+"""Fan-out throughput, side by side: tickhub vs uWebSockets.js, Bun, Node ws, picows, websockets.
 
-For each cell (server × B messages per loop turn) and repetition, cells interleaved:
-the server process runs on core 0 (uvloop), the benchclient process with N connections on
-core 1. The server publishes bursts of B ~120-byte trade messages per loop turn under the
-flow-control rule of bench/peers/common.py (pause while any client's write buffer is above
-256 KiB, checked every 10 turns), so nothing is dropped. After a warm-up the client counts
-delivered frames over the window (checking every connection's sequence) while the parent
-reads the server's CPU time from /proc/<pid>/stat at the window's start and end.
+For each cell (server × B messages per loop turn) and repetition, cells interleaved, the
+server process runs on core 0 and the benchclient process with N connections on core 1.
 
-    .venv/bin/python bench/fanout.py              # full campaign, 3 reps (~5 min)
-    .venv/bin/python bench/fanout.py --quick      # one rep of B=1,10 (~1 min)
+Publishers (bench/peers/): each publishes bursts of B ~120-byte trade messages per loop
+turn under the flow-control rule of bench/peers/common.py / common.js (pause while any
+client's buffered amount is above 256 KiB, checked every 10 turns), so nothing is dropped.
 
-Writes one JSON line per run to bench/results/fanout.jsonl and prints a markdown table.
+* ``tickhub``       compiled Fanout on picows (tickhub_fanout.py)
+* ``uws``           uWebSockets.js ``app.publish`` (uws_publish.js, Node)
+* ``bun``           ``Bun.serve`` + ``server.publish`` (bun_publish.js)
+* ``node-ws``       Node ``ws``, one ``send()`` per client per message (ws_loop.js)
+* ``picows-naive``  picows, one ``send()`` per client per message
+* ``websockets.broadcast``  Python websockets' ``broadcast()``
+
+Relay: the real gateway (``python -m tickhub serve``, core 0) fed by bench/peers/paced_feeder.py
+(core 1, with the client); clients open ``/ws/btcusdt@trade`` on the hub.
+
+* ``tickhub-relay``       the feeder sends the next burst of B only after the hub answered a
+  PING sent behind the last one, i.e. the hub has read it: B messages per hub turn, as a
+  publisher is handed B. This figure includes parsing the upstream, which publishers don't pay.
+* ``tickhub-relay-flat``  the feeder writes bursts back to back: the hub reads what its socket
+  holds (what it does under a real burst); reported separately, not compared.
+
+After a warm-up the client counts delivered frames over the window (checking every
+connection's sequence) while the parent reads the server's CPU time (/proc/<pid>/stat,
+all threads) at the window's edges and counts its send-type syscalls (write, writev,
+sendto, sendmsg, sendmmsg) over the window with ``perf stat`` on the syscall tracepoints.
+
+    .venv/bin/python bench/fanout.py                 # full campaign, 3 reps (~7 min)
+    .venv/bin/python bench/fanout.py --quick         # 1 rep, short windows (~2 min)
+    .venv/bin/python bench/fanout.py --transports aiofastnet,uvloop --servers tickhub --bursts 1,10
+
+The JavaScript peers need bench/node_modules; it is installed with ``npm ci --prefix bench``
+(from bench/package-lock.json) on first use. Writes one JSON line per run to
+bench/results/fanout.jsonl and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from benchlib import (BENCH, PYTHON, Proc, append_jsonl, client_argv, cpu_seconds,
-                      ensure_benchclient, median, versions)
+                      ensure_benchclient, median, rss_kb, versions)
 
-SERVERS = {
-    "tickhub": "tickhub_fanout.py",
-    "picows-naive": "picows_naive.py",
-    "websockets.broadcast": "websockets_broadcast.py",
+PEERS = BENCH / "peers"
+NODE_MODULES = BENCH / "node_modules"
+BUN = NODE_MODULES / ".bin" / "bun"
+
+#: server kind -> (runtime, script); runtime "python" | "node" | "bun".
+PUBLISHERS = {
+    "tickhub": ("python", "tickhub_fanout.py"),
+    "uws": ("node", "uws_publish.js"),
+    "bun": ("bun", "bun_publish.js"),
+    "node-ws": ("node", "ws_loop.js"),
+    "picows-naive": ("python", "picows_naive.py"),
+    "websockets.broadcast": ("python", "websockets_broadcast.py"),
 }
+#: relay kind -> paced_feeder.py --mode
+RELAYS = {"tickhub-relay": "paced", "tickhub-relay-flat": "flat"}
+#: display order of the table
+SERVERS = ["tickhub-relay", "tickhub", "uws", "bun", "node-ws", "picows-naive",
+           "websockets.broadcast", "tickhub-relay-flat"]
+#: kinds whose transport is picows' (aiofastnet or uvloop's): the only ones --transports varies
+PICOWS_PUBLISHERS = {"tickhub", "picows-naive"}
+#: one write per message per client: B=100 takes long and says nothing new
+ONE_WRITE_PER_MESSAGE = {"node-ws", "picows-naive", "websockets.broadcast"}
 RESULTS = BENCH / "results" / "fanout.jsonl"
+#: the relay cells' gateway and feeder stderr (picows' flow-control notices, warnings)
+RELAY_LOG = BENCH / "results" / "fanout-relay.log"
+#: the gateway's slow-consumer limit in relay cells: its default, so a client that falls
+#: 4 MiB behind is disconnected and the run fails instead of the hub's memory growing
+RELAY_MAX_QUEUED = 4 << 20
 
 
-def run_cell(server: str, burst: int, clients: int, warmup: float, duration: float,
-             aiofastnet: bool = True) -> dict[str, Any]:
-    """One measured run; always stops both subprocesses."""
-    srv = Proc([PYTHON, str(BENCH / "peers" / SERVERS[server]), str(burst), str(clients)], core=0,
-               env={} if aiofastnet else {"BENCH_AIOFASTNET": "0"})
+def ensure_node_modules() -> None:
+    """Install the JavaScript peers from bench/package-lock.json when missing or stale."""
+    stamp = NODE_MODULES / ".package-lock.json"
+    lock = BENCH / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime and BUN.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("the JavaScript peers need node and npm on PATH (or leave them out with --servers)")
+    print("installing the JavaScript peers: npm ci --prefix bench", file=sys.stderr, flush=True)
+    subprocess.run([npm, "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def js_versions() -> dict[str, str]:
+    out = {"node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+    for pkg in ("uwebsockets", "bun", "ws"):
+        meta = NODE_MODULES / pkg / "package.json"
+        if meta.exists():
+            out[pkg] = json.loads(meta.read_text())["version"]
+    return out
+
+
+#: the syscalls a fan-out send can be (libuv and uvloop use write/writev, uWS send/sendto)
+SEND_SYSCALLS = ("write", "writev", "sendto", "sendmsg", "sendmmsg")
+
+
+class SyscallCounter:
+    """Counts send-type syscalls of ``pid`` (all its threads) with ``perf stat`` on the
+    kernel's syscall tracepoints: in-kernel counters, no ptrace, so the server runs at full
+    speed. ``None`` when perf or its tracepoints are not available."""
+
+    def __init__(self, pid: int) -> None:
+        self.popen: subprocess.Popen[str] | None = None
+        perf = shutil.which("perf")
+        if perf is None:
+            return
+        events = ",".join(f"syscalls:sys_enter_{name}" for name in SEND_SYSCALLS)
+        self.popen = subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", str(pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> int | None:
+        """Stop perf (SIGINT by pid, as Ctrl-C) and return the total count."""
+        if self.popen is None:
+            return None
+        try:
+            self.popen.send_signal(signal.SIGINT)
+            _, err = self.popen.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.communicate()
+            return None
+        total, seen = 0, 0
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+                if not fields[0].strip().isdigit():
+                    return None  # "<not supported>": no tracepoints here
+                total += int(fields[0])
+                seen += 1
+        return total if seen else None
+
+
+def publisher_argv(server: str, burst: int, clients: int) -> list[str]:
+    runtime, script = PUBLISHERS[server]
+    exe = {"python": PYTHON, "node": "node", "bun": str(BUN)}[runtime]
+    return [exe, str(PEERS / script), str(burst), str(clients)]
+
+
+def _edges(pid: int) -> tuple[float, float]:
+    return cpu_seconds(pid)
+
+
+def run_publisher(server: str, burst: int, clients: int, warmup: float, duration: float,
+                  transport: str) -> dict[str, Any]:
+    """One measured run of a publisher; always stops both subprocesses."""
+    env = {"BENCH_AIOFASTNET": "0"} if transport == "uvloop" else {}
+    srv = Proc(publisher_argv(server, burst, clients), core=0, env=env)
     cli: Proc | None = None
     try:
-        port = srv.read_event(10, "listening")["port"]
+        port = srv.read_event(15, "listening")["port"]
         cli = Proc(client_argv(f"ws://127.0.0.1:{port}/", clients, warmup, duration), core=1)
         connected = cli.read_event(60, "connected")
         cli.read_event(warmup + 30, "window_start")
-        u0, s0 = cpu_seconds(srv.pid)
+        counter = SyscallCounter(srv.pid)
+        e0 = _edges(srv.pid)
         srv.command("snap")
         snap0 = srv.read_event(5, "snap")
         result = cli.read_event(duration + 30, "result")
-        u1, s1 = cpu_seconds(srv.pid)
+        e1 = _edges(srv.pid)
+        sends = counter.stop()
         srv.command("snap")
         snap1 = srv.read_event(5, "snap")
+        rss = rss_kb(srv.pid)
     finally:
         if cli is not None:
             cli.stop()
         srv.stop()
-    delivered = result["frames"]
     srv_delivered = snap1["delivered"] - snap0["delivered"]
-    writes = snap1["writes"] - snap0["writes"]
+    app_writes = None
+    if snap0.get("writes") is not None and srv_delivered:
+        app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
+    return _row(server, burst, clients, transport, connected, result, e0, e1, rss, sends,
+                app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+
+
+def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
+    """One measured run of the gateway as a relay; always stops the three subprocesses."""
+    from hub_e2e import start_gateway
+
+    RELAY_LOG.parent.mkdir(parents=True, exist_ok=True)
+    log = RELAY_LOG.open("a")
+    log.write(f"--- {server} B={burst} {time.ctime()}\n")
+    log.flush()
+    feeder = Proc([PYTHON, str(PEERS / "paced_feeder.py"), "--burst", str(burst),
+                   "--mode", RELAYS[server]], core=1, stderr=log)
+    gw: Proc | None = None
+    cli: Proc | None = None
+    try:
+        feeder_port = feeder.read_event(10, "listening")["port"]
+        gw, port = start_gateway(feeder_port, max_queued=RELAY_MAX_QUEUED, stderr=log)
+        cli = Proc(client_argv(f"ws://127.0.0.1:{port}/ws/btcusdt@trade", clients, warmup, duration), core=1)
+        connected = cli.read_event(60, "connected")
+        feeder.command("go")
+        cli.read_event(warmup + 30, "window_start")
+        counter = SyscallCounter(gw.pid)
+        e0 = _edges(gw.pid)
+        f0 = cpu_seconds(feeder.pid)
+        feeder.command("snap")
+        fs0 = feeder.read_event(5, "snap")
+        result = cli.read_event(duration + 30, "result")
+        e1 = _edges(gw.pid)
+        sends = counter.stop()
+        f1 = cpu_seconds(feeder.pid)
+        feeder.command("snap")
+        fs1 = feeder.read_event(5, "snap")
+        rss = rss_kb(gw.pid)
+    finally:
+        if cli is not None:
+            cli.stop()
+        if gw is not None:
+            gw.stop()
+        feeder.stop()
+        log.close()
+    row = _row(server, burst, clients, "aiofastnet", connected, result, e0, e1, rss, sends)
+    row.update(
+        feeder_cpu_busy=(f1[0] - f0[0] + f1[1] - f0[1]) / result["seconds"],
+        upstream_msgs=fs1["sent"] - fs0["sent"], upstream_bursts=fs1["bursts"] - fs0["bursts"],
+        feeder_waits=fs1["waits"] - fs0["waits"],
+    )
+    return row
+
+
+def _row(server: str, burst: int, clients: int, transport: str, connected: dict[str, Any],
+         result: dict[str, Any], e0: tuple[float, float], e1: tuple[float, float],
+         rss: int, sends: int | None, app_writes: float | None = None, paused: int | None = None) -> dict[str, Any]:
+    delivered = result["frames"]
+    user, system = e1[0] - e0[0], e1[1] - e0[1]
     return {
-        "server": server, "burst": burst, "clients": clients,
+        "server": server, "burst": burst, "clients": clients, "transport": transport,
         "connect_seconds": connected["seconds"],
         "window_s": result["seconds"], "delivered": delivered, "msgs_per_s": result["frames_per_s"],
         "per_conn_min": result["per_conn_min"], "per_conn_max": result["per_conn_max"],
-        "seq_errors": result["seq_errors"], "ok": result["ok"], "first_error": result["first_error"],
-        "server_cpu_user_s": u1 - u0, "server_cpu_sys_s": s1 - s0,
-        "server_cpu_busy": (u1 - u0 + s1 - s0) / result["seconds"],
-        "us_per_msg_user": 1e6 * (u1 - u0) / delivered if delivered else None,
-        "us_per_msg_sys": 1e6 * (s1 - s0) / delivered if delivered else None,
-        "writes_per_msg": writes / srv_delivered if srv_delivered else None,
-        "paused_checks": snap1["paused"] - snap0["paused"],
+        "seq_errors": result["seq_errors"], "disconnected": result["disconnected"],
+        "ok": result["ok"], "first_error": result["first_error"],
+        "server_cpu_user_s": user, "server_cpu_sys_s": system,
+        "server_cpu_busy": (user + system) / result["seconds"],
+        "us_per_msg_user": 1e6 * user / delivered if delivered else None,
+        "us_per_msg_sys": 1e6 * system / delivered if delivered else None,
+        "send_syscalls": sends,
+        "send_syscalls_per_msg": sends / delivered if delivered and sends is not None else None,
+        "writes_per_msg": app_writes,
+        "paused_checks": paused,
+        "server_rss_kb": rss,
         "client_cpu_busy": (result["client_cpu_user"] + result["client_cpu_sys"]) / result["seconds"],
     }
 
@@ -79,87 +265,157 @@ def _fmt_rate(x: float) -> str:
     return f"{x / 1e6:.2f} M/s" if x >= 1e6 else f"{x / 1e3:.0f} k/s"
 
 
+def _fmt_opt(x: float | None) -> str:
+    """Three decimals, or three significant digits below 0.01 (a relay's sends under a burst)."""
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x >= 0.01 else f"{x:.3g}"
+
+
+def _label(server: str, transport: str) -> str:
+    return f"{server} [uvloop transports]" if transport == "uvloop" else server
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float | None:
+    xs = [r[key] for r in runs if r.get(key) is not None]
+    return median(xs) if xs else None
+
+
 def report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
-    by: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by[(r["server"], r["burst"])].append(r)
+        by[(r["server"], r["transport"], r["burst"])].append(r)
     med = {k: median([r["msgs_per_s"] for r in v]) for k, v in by.items()}
+
+    def ref(server: str, b: int) -> float | None:
+        return med.get((server, "aiofastnet", b)) or med.get((server, "-", b)) or med.get((server, "uvloop", b))
+
+    def ratio(x: float, base: float | None) -> str:
+        return f"{x / base:.2f}×" if base else "–"
+
     lines = [
-        "| server | B | delivered msgs/s (median) | min–max | n | ok | vs picows-naive | vs websockets.broadcast "
-        "| server CPU µs/msg user / sys | server busy | writes/msg | client busy | flow pauses |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js | vs picows-naive "
+        "| vs websockets.broadcast | server CPU µs/msg user / sys | server busy | send syscalls/msg "
+        "| app writes/msg | client busy | feeder busy | flow pauses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server in SERVERS:
-        for b in bursts:
-            runs = by.get((server, b))
-            if not runs:
-                continue
-            rates = [r["msgs_per_s"] for r in runs]
-            naive = med.get(("picows-naive", b))
-            wsb = med.get(("websockets.broadcast", b))
-            lines.append(
-                f"| {server} | {b} | {_fmt_rate(med[(server, b)])} | {_fmt_rate(min(rates))}–{_fmt_rate(max(rates))} "
-                f"| {len(runs)} | {'yes' if all(r['ok'] for r in runs) else 'NO'} "
-                f"| {med[(server, b)] / naive:.2f}× | " if naive else
-                f"| {server} | {b} | {_fmt_rate(med[(server, b)])} | {_fmt_rate(min(rates))}–{_fmt_rate(max(rates))} "
-                f"| {len(runs)} | {'yes' if all(r['ok'] for r in runs) else 'NO'} | – | "
-            )
-            lines[-1] += (f"{med[(server, b)] / wsb:.2f}× | " if wsb else "– | ")
-            lines[-1] += (
-                f"{median([r['us_per_msg_user'] for r in runs]):.3f} / {median([r['us_per_msg_sys'] for r in runs]):.3f} "
-                f"| {median([r['server_cpu_busy'] for r in runs]):.0%} "
-                f"| {median([r['writes_per_msg'] for r in runs]):.3f} "
-                f"| {median([r['client_cpu_busy'] for r in runs]):.0%} "
-                f"| {sum(r['paused_checks'] for r in runs)} |"
-            )
+        for transport in ("aiofastnet", "uvloop", "-"):
+            for b in bursts:
+                runs = by.get((server, transport, b))
+                if not runs:
+                    continue
+                m = med[(server, transport, b)]
+                rates = [r["msgs_per_s"] for r in runs]
+                writes = _med(runs, "writes_per_msg")
+                feeder = _med(runs, "feeder_cpu_busy")
+                pauses = [r["paused_checks"] for r in runs if r.get("paused_checks") is not None]
+                lines.append(
+                    f"| {_label(server, transport)} | {b} | {_fmt_rate(m)} "
+                    f"| {_fmt_rate(min(rates))}–{_fmt_rate(max(rates))} | {len(runs)} "
+                    f"| {'yes' if all(r['ok'] for r in runs) else 'NO'} "
+                    f"| {ratio(m, ref('uws', b))} | {ratio(m, ref('picows-naive', b))} "
+                    f"| {ratio(m, ref('websockets.broadcast', b))} "
+                    f"| {_med(runs, 'us_per_msg_user'):.3f} / {_med(runs, 'us_per_msg_sys'):.3f} "
+                    f"| {_med(runs, 'server_cpu_busy'):.0%} | {_fmt_opt(_med(runs, 'send_syscalls_per_msg'))} "
+                    f"| {'–' if writes is None else f'{writes:.3f}'} | {_med(runs, 'client_cpu_busy'):.0%} "
+                    f"| {'–' if feeder is None else f'{feeder:.0%}'} "
+                    f"| {sum(pauses) if pauses else '–'} |"
+                )
     return "\n".join(lines)
 
 
+def headline(rows: list[dict[str, Any]], bursts: list[int]) -> str:
+    """tickhub against the issue's targets (vs uWS.js, user CPU at B=10)."""
+    targets = {1: 0.95, 10: 1.0, 100: 2.5}
+    by: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["transport"] in ("aiofastnet", "-"):
+            by[(r["server"], r["burst"])].append(r)
+    out = []
+    for b in bursts:
+        uws = by.get(("uws", b))
+        if not uws:
+            continue
+        base = median([r["msgs_per_s"] for r in uws])
+        for kind in ("tickhub-relay", "tickhub"):
+            runs = by.get((kind, b))
+            if not runs:
+                continue
+            m = median([r["msgs_per_s"] for r in runs])
+            goal = targets.get(b)
+            verdict = "" if goal is None else f" (target ≥ {goal}×: {'met' if m / base >= goal else 'NOT met'})"
+            user = median([r["us_per_msg_user"] for r in runs])
+            cpu = f"; user CPU {user:.3f} µs/msg (target ≤ 0.05: {'met' if user <= 0.05 else 'NOT met'})" \
+                if b == 10 else ""
+            out.append(f"- B={b}: {kind} {m / base:.2f}× uWS.js{verdict}{cpu}")
+    return "\n".join(out)
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description="fan-out throughput campaign")
+    p = argparse.ArgumentParser(description="side-by-side fan-out throughput campaign")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--bursts", default="1,10,100")
-    p.add_argument("--servers", default=",".join(SERVERS))
-    p.add_argument("--no-aiofastnet", action="store_true",
-                   help="picows servers on uvloop's transports instead of aiofastnet's")
-    p.add_argument("--quick", action="store_true", help="1 rep of B=1,10 (B=100 for tickhub only)")
+    p.add_argument("--servers", default=",".join(SERVERS), help=f"any of {','.join(SERVERS)}")
+    p.add_argument("--transports", default="aiofastnet",
+                   help="picows transports for tickhub and picows-naive: aiofastnet, uvloop or both "
+                        "(aiofastnet,uvloop: interleaved); the gateway always uses its own default")
+    p.add_argument("--no-aiofastnet", action="store_true", help="same as --transports uvloop")
+    p.add_argument("--quick", action="store_true", help="1 rep, 0.5 s warm-up, 1.5 s windows")
     args = p.parse_args()
-    ensure_benchclient()
-    info = versions()
-    info["picows_transport"] = "uvloop" if args.no_aiofastnet else "aiofastnet"
-    print(json.dumps({"versions": info}), flush=True)
+    if args.no_aiofastnet:
+        args.transports = "uvloop"
+    if args.quick:
+        args.reps, args.warmup, args.duration = 1, 0.5, 1.5
     bursts = [int(b) for b in args.bursts.split(",")]
     servers = args.servers.split(",")
-    if args.quick:
-        args.reps = 1
-    cells = [(s, b) for b in bursts for s in servers]
-    # B=100 of websockets.broadcast takes long and says nothing new (one write per message).
-    cells = [(s, b) for s, b in cells if not (s == "websockets.broadcast" and b >= 100)]
-    if args.quick:
-        cells = [(s, b) for s, b in cells if b < 100 or s == "tickhub"]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        p.error(f"unknown server(s) {unknown}; choose from {SERVERS}")
+    transports = args.transports.split(",")
+    ensure_benchclient()
+    info = versions()
+    if any(PUBLISHERS.get(s, ("python",))[0] != "python" for s in servers):
+        ensure_node_modules()
+        info.update(js_versions())
+    print(json.dumps({"versions": info}), flush=True)
+
+    cells: list[tuple[str, int, str]] = []
+    for b in bursts:
+        for s in servers:
+            if s in ONE_WRITE_PER_MESSAGE and b >= 100:
+                continue
+            for t in (transports if s in PICOWS_PUBLISHERS else ["-" if s in PUBLISHERS else "aiofastnet"]):
+                cells.append((s, b, t))
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     for rep in range(args.reps):
-        for server, burst in cells:
+        for server, burst, transport in cells:
             try:
-                row = run_cell(server, burst, args.clients, args.warmup, args.duration,
-                               aiofastnet=not args.no_aiofastnet)
-            except (TimeoutError, RuntimeError) as exc:
+                if server in RELAYS:
+                    row = run_relay(server, burst, args.clients, args.warmup, args.duration)
+                else:
+                    row = run_publisher(server, burst, args.clients, args.warmup, args.duration, transport)
+            except (TimeoutError, RuntimeError, OSError) as exc:
                 print(f"# {server} B={burst} rep {rep}: FAILED: {exc}", file=sys.stderr, flush=True)
                 continue
-            row.update(rep=rep, versions=info, when=time.time(), aiofastnet=not args.no_aiofastnet)
+            row.update(rep=rep, versions=info, when=time.time())
             append_jsonl(RESULTS, row)
             rows.append(row)
-            print(f"# rep {rep} {server:22s} B={burst:<3d} {_fmt_rate(row['msgs_per_s']):>10s} "
+            print(f"# rep {rep} {_label(server, transport):34s} B={burst:<3d} {_fmt_rate(row['msgs_per_s']):>10s} "
                   f"cpu {row['server_cpu_busy']:.0%} user/sys µs/msg {row['us_per_msg_user']:.3f}/"
-                  f"{row['us_per_msg_sys']:.3f} writes/msg {row['writes_per_msg']:.3f} "
+                  f"{row['us_per_msg_sys']:.3f} sends/msg {_fmt_opt(row['send_syscalls_per_msg'])} "
                   f"client {row['client_cpu_busy']:.0%} ok={row['ok']}", file=sys.stderr, flush=True)
     print(f"\n{args.clients} clients, window {args.duration:g} s after {args.warmup:g} s warm-up, "
-          f"{args.reps} rep(s), {time.monotonic() - started:.0f} s total\n")
+          f"{args.reps} rep(s) interleaved, {time.monotonic() - started:.0f} s total\n")
     print(report(rows, bursts))
+    head = headline(rows, bursts)
+    if head:
+        print("\nAgainst uWS.js (tickhub-relay includes parsing its upstream; the publishers don't pay that):\n")
+        print(head)
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 

@@ -1,0 +1,50 @@
+'use strict';
+/*
+ * Fan-out benchmark server: Bun.serve pub/sub (uWS underneath). Every connection
+ * subscribes to one topic on open; each message is one server.publish(topic, msg, false).
+ * Messages are strings so they go out as text frames, as market data does.
+ * Usage: bun bun_publish.js <burst> <clients>   (started by bench/fanout.py)
+ */
+const { emit, makeCounters, parseArgs, publishForever, serveControl } = require('./common');
+
+const TOPIC = 'btcusdt@trade';
+const [burst, clientsWanted] = parseArgs();
+const counters = makeCounters();
+const clients = new Set();
+
+const server = Bun.serve({
+  hostname: '127.0.0.1',
+  port: 0,
+  fetch(req, srv) {
+    if (srv.upgrade(req)) return undefined;
+    return new Response('websocket only', { status: 400 });
+  },
+  websocket: {
+    perMessageDeflate: false,             // no compression: the same frames as every peer
+    backpressureLimit: 64 * 1024 * 1024,  // far above the 256 KiB flow limit: Bun never drops
+    closeOnBackpressureLimit: false,      // and never closes a client for being behind
+    idleTimeout: 0,                       // no idle close and no pings inside a window
+    sendPings: false,
+    open(ws) {
+      ws.subscribe(TOPIC);
+      clients.add(ws);
+      counters.clients += 1;
+    },
+    message() {},
+    close(ws) { clients.delete(ws); },
+  },
+});
+
+emit({ event: 'listening', port: server.port, bun: Bun.version });
+serveControl(counters);
+publishForever(burst, clientsWanted, (msgs) => {
+  for (let i = 0; i < msgs.length; i++) server.publish(TOPIC, msgs[i], false);
+  counters.delivered += msgs.length * clients.size;
+}, () => {
+  let max = 0;
+  for (const ws of clients) {
+    const n = ws.getBufferedAmount();
+    if (n > max) max = n;
+  }
+  return max;
+}, counters);

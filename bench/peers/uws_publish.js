@@ -1,0 +1,50 @@
+'use strict';
+/*
+ * Fan-out benchmark server: uWebSockets.js pub/sub. Every connection subscribes to one
+ * topic on open; each message is one app.publish(topic, msg, false), which uWS stores once
+ * and drains once per loop iteration with each subscriber corked (one send() per client
+ * per batch, at most 32 messages or one 16 KB cork buffer per send).
+ * Usage: node uws_publish.js <burst> <clients>   (started by bench/fanout.py)
+ */
+const uWS = require('uwebsockets');
+const { emit, makeCounters, parseArgs, publishForever, serveControl } = require('./common');
+
+const TOPIC = 'btcusdt@trade';
+const [burst, clientsWanted] = parseArgs();
+const counters = makeCounters();
+const clients = new Set();
+
+const app = uWS.App().ws('/*', {
+  compression: uWS.DISABLED,          // no permessage-deflate: the same frames as every peer
+  maxBackpressure: 64 * 1024 * 1024,  // far above the 256 KiB flow limit: uWS never drops
+  closeOnBackpressureLimit: false,    // and never closes a client for being behind
+  idleTimeout: 0,                     // no idle close and no automatic pings inside a window
+  sendPingsAutomatically: false,
+  open: (ws) => {
+    ws.subscribe(TOPIC);
+    clients.add(ws);
+    counters.clients += 1;
+  },
+  message: () => {},
+  close: (ws) => { clients.delete(ws); },
+});
+
+app.listen('127.0.0.1', 0, (token) => {
+  if (!token) {
+    process.stderr.write('uws_publish: listen failed\n');
+    process.exit(1);
+  }
+  emit({ event: 'listening', port: uWS.us_socket_local_port(token), uws: 'uwebsockets@3.0.6' });
+  serveControl(counters);
+  publishForever(burst, clientsWanted, (msgs) => {
+    for (let i = 0; i < msgs.length; i++) app.publish(TOPIC, msgs[i], false, false);
+    counters.delivered += msgs.length * clients.size;
+  }, () => {
+    let max = 0;
+    for (const ws of clients) {
+      const n = ws.getBufferedAmount();
+      if (n > max) max = n;
+    }
+    return max;
+  }, counters);
+});

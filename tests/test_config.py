@@ -172,7 +172,10 @@ def test_bus_selection() -> None:
         load(env={"TICKHUB_BUS": "redis"})
     with pytest.raises(ConfigError, match="KAFKA_BROKER_URL"):
         load(env={"TICKHUB_BUS": "kafka"})
-    assert load(env={"TICKHUB_BUS": "Kafka", "KAFKA_BROKER_URL": "127.0.0.1:9092"}).bus == "kafka"
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load(env={"TICKHUB_BUS": "kafka", "KAFKA_BROKER_URL": "127.0.0.1:9092"})
+    assert load(env={"TICKHUB_BUS": "Kafka", "KAFKA_BROKER_URL": "127.0.0.1:9092",
+                     "REDIS_URL": "redis://h"}).bus == "kafka"
     with pytest.raises(ConfigError, match="TICKHUB_BUS"):
         load(env={"TICKHUB_BUS": "zeromq"})
     with pytest.raises(ConfigError, match="REDIS_URL"):

@@ -147,8 +147,9 @@ class Config:
         doc="Kafka bootstrap servers (host:port[,host:port]) for the durable event log.")
     bus: str = _setting(
         "memory", env="TICKHUB_BUS", flag="--bus", kind="str",
-        doc="memory (single node), redis or kafka. Unset: redis when REDIS_URL is set, "
-            "else memory.")
+        doc="memory (single node), redis or kafka (events over Kafka, ownership by Redis "
+            "leases: needs KAFKA_BROKER_URL and REDIS_URL). Unset: redis when REDIS_URL is "
+            "set, else memory.")
     instance_id: str | None = _setting(
         None, env="TICKHUB_INSTANCE_ID", flag="--instance-id", kind="optstr",
         doc="This instance's name on the cluster bus (letters, digits, . _ - :; at most "
@@ -182,6 +183,22 @@ class Config:
         positive=True,
         doc="Upstream events waiting for the Kafka producer; beyond it events are dropped "
             "from the log and counted, never blocking the fan-out. Must be > 0.")
+    kafka_max_lag: int = _setting(
+        10_000, env="TICKHUB_KAFKA_MAX_LAG", flag="--kafka-max-lag", kind="int",
+        positive=True,
+        doc="With TICKHUB_BUS=kafka: records the consumer may fall behind the end of a "
+            "partition; beyond it, it skips to the end and reports a gap on the streams "
+            "it serves. Must be > 0.")
+    replay_max_seconds: float = _setting(
+        300.0, env="TICKHUB_REPLAY_MAX_SECONDS", flag="--replay-max-seconds", kind="float",
+        minimum=0,
+        doc="Longest replay a client may ask for (?replay=SECONDS), served from Kafka. "
+            "0: replay is refused.")
+    replay_max_messages: int = _setting(
+        10_000, env="TICKHUB_REPLAY_MAX_MESSAGES", flag="--replay-max-messages", kind="int",
+        positive=True,
+        doc="Most events one replay delivers per stream; older ones are left out (the "
+            "replay starts later). Must be > 0.")
     binance_ws_url: str = _setting(
         "wss://stream.binance.com:9443", env="BINANCE_WS_URL", flag="--binance-ws-url",
         kind="str", doc="Binance Spot stream base URL (point it at `tickhub simulate`).")
@@ -360,8 +377,11 @@ class Config:
                               f"digits and . _ - :, got {self.instance_id!r}")
         if self.bus == "redis" and self.redis_url is None:
             raise ConfigError(f"{label} is redis, which needs REDIS_URL")
-        if self.bus == "kafka" and self.kafka_broker_url is None:
-            raise ConfigError(f"{label} is kafka, which needs KAFKA_BROKER_URL")
+        if self.bus == "kafka" and (self.kafka_broker_url is None or self.redis_url is None):
+            # Kafka carries the events; upstream ownership (one per stream) needs the
+            # Redis leases, Kafka has no lease store (tickhub.bus.kafkabus).
+            raise ConfigError(f"{label} is kafka, which needs KAFKA_BROKER_URL (events) and "
+                              f"REDIS_URL (upstream ownership)")
 
     # --- derived -------------------------------------------------------------------------
     @property

@@ -10,8 +10,9 @@ A bus sits between the stream registry and the exchange upstreams:
 * :class:`~tickhub.bus.redis.RedisBus` (``TICKHUB_BUS=redis``): instances share events over
   Redis pub/sub, and one instance of the cluster owns each upstream stream by a lease.
 * :class:`~tickhub.bus.kafka.KafkaLog` (``KAFKA_BROKER_URL``): the upstream owner also
-  appends every event to Kafka; with ``TICKHUB_BUS=kafka`` a single node runs the memory
-  bus with the log (Kafka as the bus between instances is not implemented).
+  appends every event to Kafka.
+* :class:`~tickhub.bus.kafkabus.KafkaBus` (``TICKHUB_BUS=kafka``): instances receive
+  events from that log instead of Redis pub/sub; ownership is still by Redis lease.
 
 :func:`make_bus` picks one from the config.
 """
@@ -44,6 +45,12 @@ def make_bus(
 
         event_log = KafkaLog(config.kafka_broker_url, config.kafka_max_buffered,
                              backoff_max=config.bus_backoff_max)
+    if config.bus == "kafka":
+        from .kafkabus import KafkaBus
+
+        assert event_log is not None  # the config refuses bus=kafka without a broker
+        return KafkaBus(config, upstreams, registry, report_gap, metrics=metrics,
+                        event_log=event_log)
     if config.bus == "redis":
         from .redis import RedisBus
 

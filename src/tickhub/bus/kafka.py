@@ -9,7 +9,16 @@ key         the exchange's stream name (``btcusdt@trade``), so one stream stays 
 value       the payload bytes exactly as the exchange sent them
 header      ``received_ns``: the hub's receive time, nanoseconds since the epoch,
             as ASCII decimal digits
+header      ``instance`` (cluster buses only): the id of the instance that wrote it
+header      ``gap`` (gap records only): why events of this stream may be missing
+            before this record; the value of a gap record is empty and it carries
+            no event
 ==========  ==============================================================
+
+Gap records are written when the owner's upstream lost events (an exchange reconnect),
+when a new owner took the stream over, and — once the buffer has room again — for every
+stream whose events were dropped from a full buffer, so a reader of the log (the Kafka
+bus, replay, analytics) can tell a hole from a quiet stream.
 
 Only the upstream *owner* appends (with the Redis bus, one instance per stream; with the
 memory bus, the single instance), so the log holds each event once however many
@@ -22,9 +31,8 @@ left out of the log and counted (``dropped``); a failed producer is closed and s
 again with backoff. The log is best effort: an event is in it unless ``dropped`` or
 ``failed`` counted it.
 
-Kafka as the bus between instances (consumers instead of Redis pub/sub) and replay from
-the log are not implemented; ``TICKHUB_BUS=kafka`` runs the single-node memory bus with
-this log (:class:`LoggedBus`).
+Reading the log back: :mod:`tickhub.bus.kafkabus` (Kafka as the bus between instances)
+and :mod:`tickhub.bus.replay` (the last N seconds of a stream for one client).
 """
 
 from __future__ import annotations
@@ -39,13 +47,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from ..names import StreamRef
+from ..names import StreamRef, parse_stream
 
-__all__ = ["KafkaLog", "LoggedBus", "HEADER_RECEIVED_NS", "topic_for"]
+__all__ = ["KafkaLog", "LoggedBus", "HEADER_RECEIVED_NS", "HEADER_INSTANCE", "HEADER_GAP", "topic_for"]
 
 log = logging.getLogger("tickhub.bus.kafka")
 
 HEADER_RECEIVED_NS = "received_ns"
+HEADER_INSTANCE = "instance"
+HEADER_GAP = "gap"
 
 
 def topic_for(exchange: str) -> str:
@@ -60,7 +70,12 @@ class KafkaLog:
         self.bootstrap = bootstrap
         self.max_buffered = max_buffered
         self.backoff_max = backoff_max
-        self._buf: deque[tuple[str, bytes, bytes, int]] = deque()
+        #: (exchange, stream, payload, received_ns, gap reason or None)
+        self._buf: deque[tuple[str, bytes, bytes, int, bytes | None]] = deque()
+        #: Streams that lost events to a full buffer: a gap record is owed to each.
+        self._dropped_streams: set[tuple[str, bytes]] = set()
+        #: Written in the ``instance`` header when set (cluster buses).
+        self.instance: bytes | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -75,11 +90,28 @@ class KafkaLog:
         """Hot path: queue one event for the log, or count it dropped; never blocks."""
         if len(self._buf) >= self.max_buffered:
             self.dropped += 1
+            self._dropped_streams.add((exchange, stream))
             return
-        self._buf.append((exchange, stream, payload, time.time_ns()))
+        if self._dropped_streams:
+            self._owe_gaps()
+        self._buf.append((exchange, stream, payload, time.time_ns(), None))
         self.appended += 1
         if not self._wake.is_set():
             self._wake.set()
+
+    def append_gap(self, exchange: str, stream: bytes, reason: str) -> None:
+        """Queue a gap record for ``stream`` (see the module); never blocks."""
+        if len(self._buf) >= self.max_buffered:
+            self._dropped_streams.add((exchange, stream))
+            return
+        self._buf.append((exchange, stream, b"", time.time_ns(), reason.encode()[:1000]))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _owe_gaps(self) -> None:
+        owed, self._dropped_streams = self._dropped_streams, set()
+        for exchange, stream in sorted(owed):
+            self.append_gap(exchange, stream, "kafka log dropped events")
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tickhub-kafka-log")
@@ -144,10 +176,14 @@ class KafkaLog:
                 self._wake.clear()
                 await self._wake.wait()
             while self._buf:
-                exchange, stream, payload, received_ns = self._buf[0]
-                fut = await producer.send(
-                    topic_for(exchange), value=payload, key=stream,
-                    headers=[(HEADER_RECEIVED_NS, str(received_ns).encode())])
+                exchange, stream, payload, received_ns, gap = self._buf[0]
+                headers = [(HEADER_RECEIVED_NS, str(received_ns).encode())]
+                if self.instance is not None:
+                    headers.append((HEADER_INSTANCE, self.instance))
+                if gap is not None:
+                    headers.append((HEADER_GAP, gap))
+                fut = await producer.send(topic_for(exchange), value=payload, key=stream,
+                                          headers=headers)
                 self._buf.popleft()
                 fut.add_done_callback(self._delivered)
 
@@ -178,6 +214,9 @@ class LoggedBus:
 
     def upstream_gap(self, keys: list[str], reason: str) -> None:
         self.inner.upstream_gap(keys, reason)
+        for key in keys:
+            ref = parse_stream(key)
+            self.event_log.append_gap(ref.exchange, ref.name.encode(), reason)
 
     async def start(self) -> None:
         await self.inner.start()

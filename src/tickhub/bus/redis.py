@@ -217,6 +217,8 @@ class RedisBus:
         self.event_log = event_log
         self.instance_id = config.instance_id or default_instance_id()
         self._me = self.instance_id.encode()
+        if event_log is not None:
+            event_log.instance = self._me
         self._ttl = config.bus_lease_ttl
         self._streams: dict[str, _Stream] = {}
         self._by_upstream: dict[str, dict[bytes, _Stream]] = {}
@@ -304,19 +306,24 @@ class RedisBus:
         if not owned:
             return
         self._gap(owned, reason)
-        marker_reason = reason.encode()[:1000]
         for st in owned:
             st.chan.forget()
-            self._queue_batch(st)  # this turn's events belong before the marker
-            st.seq += 1
-            if not self.commands_up:
-                self.batches_dropped += 1
-                continue
-            marker = GAP_MAGIC + bytes((len(self._me),)) + self._me + _GAP_HEAD.pack(st.token, st.seq) + marker_reason
-            self._outbox.append((st.channel_name, marker))
-            self._outbox_bytes += len(marker)
-        if self._outbox:
-            self._send_wake.set()
+            self._announce_gap(st, reason)
+            if self.event_log is not None:
+                self.event_log.append_gap(st.ref.exchange, st.ref.name.encode(), reason)
+
+    def _announce_gap(self, st: _Stream, reason: str) -> None:
+        """Publish a gap marker for an owned stream after this turn's events."""
+        self._queue_batch(st)
+        st.seq += 1
+        if not self.commands_up:
+            self.batches_dropped += 1
+            return
+        marker = (GAP_MAGIC + bytes((len(self._me),)) + self._me
+                  + _GAP_HEAD.pack(st.token, st.seq) + reason.encode()[:1000])
+        self._outbox.append((st.channel_name, marker))
+        self._outbox_bytes += len(marker)
+        self._send_wake.set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -530,6 +537,8 @@ class RedisBus:
             # batch and our upstream subscription are lost.
             self.takeovers += 1
             self._gap([st], "bus owner changed")
+            if self.event_log is not None:
+                self.event_log.append_gap(st.ref.exchange, st.ref.name.encode(), "bus owner changed")
         log.info("redis bus: %s owns %s now (token %d)", self.instance_id, st.key, token)
 
     def _lost(self, st: _Stream, why: str) -> None:

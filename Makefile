@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv build test bench bench-fanout bench-e2e bench-rss bench-bus demo clean wheel
+.PHONY: venv build test bench bench-fanout bench-e2e bench-rss bench-bus demo cluster-demo clean wheel
 
 venv: $(DEPS)
 
@@ -57,3 +57,7 @@ clean:
 # The hub on its embedded defaults with the built-in exchange simulator.
 demo: build
 	$(PY) -m tickhub demo
+
+# Redis + the exchange simulator + three hubs on 127.0.0.1:8081-8083 (README "Scale-out").
+cluster-demo: build
+	$(PY) scripts/cluster_demo.py $(CLUSTER_ARGS)

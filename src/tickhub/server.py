@@ -10,6 +10,8 @@ Routes (everything else: 404):
                                        with a bare number (ccxt's connection index) is
                                        ``/ws``
 ``/stream``, ``/stream?streams=a/b``   combined ``{"stream":..,"data":..}`` payloads
+``...&replay=SECONDS`` on either        the URL's streams from the Kafka log first, then
+                                       live (tickhub extension: :mod:`tickhub.bus.replay`)
 ``/healthz``                           200 while the process runs (implementation shown)
 ``/readyz``                            200 while serving, 503 while draining (or while
                                        the bus is down, with
@@ -79,11 +81,14 @@ _PICOWS_LOG.addFilter(_OncePerSecond())
 class Route:
     """A parsed client URL: wire variant and the streams named in it."""
 
-    __slots__ = ("combined", "streams")
+    __slots__ = ("combined", "streams", "replay")
 
-    def __init__(self, combined: bool, streams: list[str]) -> None:
+    def __init__(self, combined: bool, streams: list[str], replay: float | None = None) -> None:
         self.combined = combined
         self.streams = streams
+        #: ``?replay=SECONDS``: replay the URL's streams from the Kafka log first
+        #: (a tickhub extension, :mod:`tickhub.bus.replay`)
+        self.replay = replay
 
 
 def parse_route(raw_path: str) -> Route | None:
@@ -91,7 +96,8 @@ def parse_route(raw_path: str) -> Route | None:
 
     Tolerates what Binance clients send: URL-encoding, python-binance's second ``?``
     (``/stream?streams=a/b?timeUnit=X``), ccxt's ``/ws/0`` and a trailing slash.
-    Raises ValueError for a ``timeUnit`` the hub does not serve.
+    Raises ValueError for a ``timeUnit`` the hub does not serve, or a ``replay`` that is
+    not a number of seconds > 0.
     """
     path, _, query = raw_path.partition("?")
     path = unquote(path).rstrip("/") or "/"
@@ -103,15 +109,28 @@ def parse_route(raw_path: str) -> Route | None:
         # Forwarding bytes untouched means one time unit per upstream; microseconds
         # would need upstream connections of their own.
         raise ValueError(f"timeUnit={unit} is not served by this hub (MILLISECOND only)")
+    replay = _replay_seconds(params.get("replay"))
     if path == "/ws" or path.startswith("/ws/"):
         names = [n for n in path[4:].split("/") if n]
         if len(names) == 1 and names[0].isdigit():
             names = []
-        return Route(False, names)
+        return Route(False, names, replay)
     if path == "/stream":
         streams = params.get("streams", "")
-        return Route(True, [n for n in unquote(streams).split("/") if n])
+        return Route(True, [n for n in unquote(streams).split("/") if n], replay)
     return None
+
+
+def _replay_seconds(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"replay={raw} must be a number of seconds > 0")
+    return seconds
 
 
 class Gateway:
@@ -324,6 +343,10 @@ class Gateway:
             return self._reject(400, str(exc), "bad_request")
         if route is None:
             return self._reject(404, "not found", "not_found")
+        if route.replay is not None:
+            refusal = self._replay_refusal(route.replay)
+            if refusal is not None:
+                return self._reject(400, refusal, "replay")
         if self.draining:
             return self._reject(503, "server is shutting down", "draining")
         limit = self.config.max_connections
@@ -347,12 +370,36 @@ class Gateway:
         if maxs and len(unique) > maxs:
             return self._reject(400, f"too many streams (at most {maxs} per connection)", "too_many_streams")
         peer = request.headers.get("X-Forwarded-For", "")
-        session = Session(self, principal, list(unique.values()), route.combined, peer)
+        session = Session(self, principal, list(unique.values()), route.combined, peer,
+                          replay=route.replay)
         listener = self._listener_cls(
             session, self.config.max_incoming_per_second, self.config.max_frame_size
         )
         session.listener = listener
         return listener
+
+    def _replay_refusal(self, seconds: float) -> str | None:
+        """Why ``?replay=seconds`` cannot be served here, or None."""
+        cfg = self.config
+        if cfg.kafka_broker_url is None:
+            return "replay needs the Kafka event log, which this hub does not have (KAFKA_BROKER_URL)"
+        if cfg.replay_max_seconds <= 0:
+            return "replay is turned off on this hub"
+        if seconds > cfg.replay_max_seconds:
+            return f"replay={seconds:g} is over the limit of {cfg.replay_max_seconds:g} seconds"
+        return None
+
+    def start_replay(self, session: Session, ref: StreamRef, seconds: float) -> asyncio.Task[int]:
+        """Replay ``ref`` from the Kafka log to ``session``, then join it to the live stream."""
+        from .bus.replay import replay_stream
+
+        assert self.config.kafka_broker_url is not None
+        return self.loop.create_task(replay_stream(
+            self.config.kafka_broker_url, ref, seconds, self.config.replay_max_messages,
+            lambda: self.bus.live_last_id(ref.key),
+            lambda payload: session.send_event(ref, payload),
+            lambda: session.replay_done(ref),
+        ), name=f"tickhub-replay-{ref.key}")
 
     def _reject(self, status: int, body: str, reason: str) -> Any:
         self.metrics.rejected_upgrades_total.labels(reason=reason).inc()

@@ -25,6 +25,8 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ._ext import fanout as _fanout
 from .errors import CloseCode, ProtocolError
 from .names import StreamRef
@@ -61,6 +63,8 @@ class Session:
         initial: list[StreamRef],
         combined: bool,
         peer: str,
+        *,
+        replay: float | None = None,
     ) -> None:
         self.id = next(_ids)
         self.gateway = gateway
@@ -76,6 +80,9 @@ class Session:
         self.closing = False
         self._expiry_timer: Any = None
         self._abort_timer: Any = None
+        self._replay = replay
+        #: stream key -> its replay task; the key joins the live topic when it is done
+        self._replaying: dict[str, Any] = {}
 
     # -- listener callbacks ---------------------------------------------------------------
 
@@ -88,7 +95,13 @@ class Session:
             delay = max(0.0, exp - self.gateway.wall_clock())
             self._expiry_timer = self.gateway.loop.call_later(delay, self._expired)
         if self._initial:
+            if self._replay is not None:
+                for ref in self._initial:
+                    self._replaying[ref.key] = None
             self._add(self._initial)
+            if self._replay is not None:
+                for ref in self._initial:
+                    self._replaying[ref.key] = self.gateway.start_replay(self, ref, self._replay)
         self._initial = []
 
     def on_disconnected(self) -> None:
@@ -96,6 +109,9 @@ class Session:
             self._expiry_timer.cancel()
         if self._abort_timer is not None:
             self._abort_timer.cancel()
+        for task in self._replaying.values():
+            task.cancel()
+        self._replaying.clear()
         if self.sub is not None:
             self.gateway.fanout.remove(self.sub)
         for ref in self.streams.values():
@@ -199,7 +215,22 @@ class Session:
 
     def _apply(self) -> None:
         if self.sub is not None and not self.closing:
-            self.gateway.fanout.set_subscriptions(self.sub, list(self._topics.values()), self.combined)
+            # A stream still replaying joins its live topic when the replay is done.
+            topics = [t for k, t in self._topics.items() if k not in self._replaying]
+            self.gateway.fanout.set_subscriptions(self.sub, topics, self.combined)
+
+    def replay_done(self, ref: StreamRef) -> None:
+        """The replay of ``ref`` reached the live stream: join it, in this loop turn."""
+        if self._replaying.pop(ref.key, None) is not None:
+            self._apply()
+
+    def send_event(self, ref: StreamRef, payload: bytes) -> None:
+        """One replayed event, wrapped as the live stream would be on this connection."""
+        if ref.key not in self.streams:
+            return  # unsubscribed meanwhile
+        if self.combined:
+            payload = b'{"stream":' + orjson.dumps(ref.name) + b',"data":' + payload + b"}"
+        self.send_text(payload)
 
     # -- output and closing ------------------------------------------------------------------
 

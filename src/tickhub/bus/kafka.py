@@ -47,6 +47,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from .. import _ext
 from ..names import StreamRef, parse_stream
 
 __all__ = ["KafkaLog", "LoggedBus", "HEADER_RECEIVED_NS", "HEADER_INSTANCE", "HEADER_GAP", "topic_for"]
@@ -201,6 +202,8 @@ class LoggedBus:
         self.inner = inner
         self.event_log = event_log
         self.kind = f"{inner.kind}+kafka"
+        #: stream (as the upstream names it) -> id of its last event: the replay seam
+        self._last_ids: dict[tuple[str, bytes], int] = {}
 
     def subscribe(self, ref: StreamRef) -> None:
         self.inner.subscribe(ref)
@@ -211,6 +214,13 @@ class LoggedBus:
     def on_upstream_data(self, exchange: str, stream: bytes, payload: bytes) -> None:
         self.inner.on_upstream_data(exchange, stream, payload)
         self.event_log.append(exchange, stream, payload)
+        eid = _ext.envelope.event_id(payload)
+        if eid >= 0:
+            self._last_ids[(exchange, stream)] = eid
+
+    def live_last_id(self, key: str) -> int:
+        ref = parse_stream(key)
+        return self._last_ids.get((ref.exchange, ref.name.encode()), -1)
 
     def upstream_gap(self, keys: list[str], reason: str) -> None:
         self.inner.upstream_gap(keys, reason)

@@ -37,6 +37,10 @@ class Bus(Protocol):
         """An upstream this instance runs may have missed events of ``keys`` (hub-wide
         stream keys): every instance with clients of them must tell them, not only this one."""
 
+    def live_last_id(self, key: str) -> int:
+        """The event id of the last live event of ``key`` delivered here, -1 if unknown
+        (the seam of a replay: :mod:`tickhub.bus.replay`)."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -67,6 +71,9 @@ class MemoryBus:
 
     def upstream_gap(self, keys: list[str], reason: str) -> None:
         self.report_gap(keys, reason)  # one process: its clients are all there are
+
+    def live_last_id(self, key: str) -> int:
+        return -1  # not tracked: replay needs the Kafka log (LoggedBus)
 
     async def start(self) -> None:
         return None

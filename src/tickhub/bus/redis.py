@@ -325,6 +325,10 @@ class RedisBus:
         self._outbox_bytes += len(marker)
         self._send_wake.set()
 
+    def live_last_id(self, key: str) -> int:
+        st = self._streams.get(key)
+        return st.chan.last_id if st is not None else -1
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         url = self.config.redis_url

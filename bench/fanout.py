@@ -76,8 +76,8 @@ PICOWS_PUBLISHERS = {"tickhub", "picows-naive"}
 #: one write per message per client: B=100 takes long and says nothing new
 ONE_WRITE_PER_MESSAGE = {"node-ws", "picows-naive", "websockets.broadcast"}
 RESULTS = BENCH / "results" / "fanout.jsonl"
-#: the relay cells' gateway and feeder stderr (picows' flow-control notices, warnings)
-RELAY_LOG = BENCH / "results" / "fanout-relay.log"
+#: every server's (and the relay feeder's) stderr
+SERVER_LOG = BENCH / "results" / "fanout-servers.log"
 #: the gateway's slow-consumer limit in relay cells: its default, so a client that falls
 #: 4 MiB behind is disconnected and the run fails instead of the hub's memory growing
 RELAY_MAX_QUEUED = 4 << 20
@@ -160,7 +160,8 @@ def run_publisher(server: str, burst: int, clients: int, warmup: float, duration
                   transport: str) -> dict[str, Any]:
     """One measured run of a publisher; always stops both subprocesses."""
     env = {"BENCH_AIOFASTNET": "0"} if transport == "uvloop" else {}
-    srv = Proc(publisher_argv(server, burst, clients), core=0, env=env)
+    log = _server_log(server, burst)
+    srv = Proc(publisher_argv(server, burst, clients), core=0, env=env, stderr=log)
     cli: Proc | None = None
     try:
         port = srv.read_event(15, "listening")["port"]
@@ -181,6 +182,7 @@ def run_publisher(server: str, burst: int, clients: int, warmup: float, duration
         if cli is not None:
             cli.stop()
         srv.stop()
+        log.close()
     srv_delivered = snap1["delivered"] - snap0["delivered"]
     app_writes = None
     if snap0.get("writes") is not None and srv_delivered:
@@ -189,14 +191,21 @@ def run_publisher(server: str, burst: int, clients: int, warmup: float, duration
                 app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
 
 
+def _server_log(server: str, burst: int) -> Any:
+    """The servers' stderr goes to a log, not the report (picows/asyncio notices such as
+    "write() called after connection lost" when the client leaves first)."""
+    SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    log = SERVER_LOG.open("a")
+    log.write(f"--- {server} B={burst} {time.ctime()}\n")
+    log.flush()
+    return log
+
+
 def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
     """One measured run of the gateway as a relay; always stops the three subprocesses."""
     from hub_e2e import start_gateway
 
-    RELAY_LOG.parent.mkdir(parents=True, exist_ok=True)
-    log = RELAY_LOG.open("a")
-    log.write(f"--- {server} B={burst} {time.ctime()}\n")
-    log.flush()
+    log = _server_log(server, burst)
     feeder = Proc([PYTHON, str(PEERS / "paced_feeder.py"), "--burst", str(burst),
                    "--mode", RELAYS[server]], core=1, stderr=log)
     gw: Proc | None = None
@@ -291,7 +300,7 @@ def report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
         return med.get((server, "aiofastnet", b)) or med.get((server, "-", b)) or med.get((server, "uvloop", b))
 
     def ratio(x: float, base: float | None) -> str:
-        return f"{x / base:.2f}×" if base else "–"
+        return f"{x / base:.2f}×" if base and not flat else "–"
 
     lines = [
         "| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js | vs picows-naive "
@@ -306,6 +315,7 @@ def report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
                 if not runs:
                     continue
                 m = med[(server, transport, b)]
+                flat = server == "tickhub-relay-flat"  # a different workload: not compared
                 rates = [r["msgs_per_s"] for r in runs]
                 writes = _med(runs, "writes_per_msg")
                 feeder = _med(runs, "feeder_cpu_busy")

@@ -206,6 +206,7 @@ class Gateway:
             enable_auto_pong=False,  # the listener answers pings itself and counts them
             max_frame_size=cfg.max_frame_size,
             read_buffer_init_size=2048,  # control messages are small; keeps RSS per client low
+            use_aiofastnet=cfg.aiofastnet,
             logger_name=_PICOWS_LOG,
         )
         self.port = self.server.sockets[0].getsockname()[1]

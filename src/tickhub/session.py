@@ -56,6 +56,13 @@ _ids = itertools.count(1)
 class Session:
     """Per-connection state: subscriptions (in order), the ``combined`` property, identity."""
 
+    # One per client connection: slots keep the idle footprint small (README, memory).
+    __slots__ = (
+        "id", "gateway", "principal", "combined", "peer", "streams", "_topics", "_initial",
+        "_replay", "_replaying", "transport", "sub", "listener", "closing",
+        "_expiry_timer", "_abort_timer",
+    )
+
     def __init__(
         self,
         gateway: Gateway,

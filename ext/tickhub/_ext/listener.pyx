@@ -54,6 +54,10 @@ cdef class ClientListener(WSListener):
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
         self.last_pong = _monotonic()
+        # The parsed upgrade request and response (header multidicts) are not needed once
+        # the session exists; dropping them saves ~1 KB per idle connection.
+        transport.request = None
+        transport.response = None
         self.session.on_connected(transport)
 
     cpdef on_ws_disconnected(self, WSTransport transport):

@@ -3,12 +3,13 @@
  * Fan-out benchmark server: Bun.serve pub/sub (uWS underneath). Every connection
  * subscribes to one topic on open; each message is one server.publish(topic, msg, false).
  * Messages are strings so they go out as text frames, as market data does.
- * Usage: bun bun_publish.js <burst> <clients>   (started by bench/fanout.py)
+ * Usage: bun bun_publish.js <burst> <clients> [rate]   (started by bench/fanout.py;
+ *        rate > 0: paced for bench/latency.py; burst 0: idle for bench/memory.py)
  */
-const { emit, makeCounters, parseArgs, publishForever, serveControl } = require('./common');
+const { emit, makeCounters, parseArgs, serveControl, startPublishing } = require('./common');
 
 const TOPIC = 'btcusdt@trade';
-const [burst, clientsWanted] = parseArgs();
+const [burst, clientsWanted, rate] = parseArgs();
 const counters = makeCounters();
 const clients = new Set();
 
@@ -37,7 +38,7 @@ const server = Bun.serve({
 
 emit({ event: 'listening', port: server.port, bun: Bun.version });
 serveControl(counters);
-publishForever(burst, clientsWanted, (msgs) => {
+startPublishing(burst, clientsWanted, rate, (msgs) => {
   for (let i = 0; i < msgs.length; i++) server.publish(TOPIC, msgs[i], false);
   counters.delivered += msgs.length * clients.size;
 }, () => {

@@ -14,15 +14,40 @@
  *
  * Control channel: first stdout line {"event":"listening","port":N}; a "snap" line on
  * stdin is answered with one JSON line of counters; EOF on stdin ends the process.
+ *
+ * Two more modes, chosen by the command line (`<burst> <clients> [rate]`):
+ * - paced (`rate` > 0, bench/latency.py): bursts of B at `rate` messages per second against
+ *   a deadline (a late timer catches up with back-to-back bursts, so the offered load stays
+ *   fixed), every payload's "T" the CLOCK_MONOTONIC nanoseconds at publish time, the clock
+ *   Python's time.monotonic_ns() reads, so the client measures now - T;
+ * - idle (`burst` 0, bench/memory.py): accept and subscribe clients, publish nothing.
  */
 
 const FLOW_LIMIT = 256 * 1024;   // bytes; same as benchlib.FLOW_LIMIT
 const FLOW_CHECK_TURNS = 10;     // same as benchlib.FLOW_CHECK_TURNS
 
-/** A Binance trade event (~120 bytes), byte for byte what benchlib.trade_payload(seq) builds. */
-function tradePayload(seq) {
+/** A Binance trade event (~120 bytes), byte for byte what benchlib.trade_payload(seq, sentNs) builds. */
+function tradePayload(seq, sentNs = 1723456789122) {
   return '{"e":"trade","E":1723456789123,"s":"BTCUSDT","t":' + seq +
-    ',"p":"61234.56000000","q":"0.00125000","T":1723456789122,"m":true,"M":true}';
+    ',"p":"61234.56000000","q":"0.00125000","T":' + sentNs + ',"m":true,"M":true}';
+}
+
+/**
+ * CLOCK_MONOTONIC in nanoseconds (a BigInt). Node's process.hrtime is libuv's uv_hrtime,
+ * which reads CLOCK_MONOTONIC; Bun's counts from its own start, so under Bun the clock is
+ * read from libc's clock_gettime through bun:ffi (about 0.4 µs a call, once per burst).
+ */
+function makeMonotonicNs() {
+  if (typeof Bun === 'undefined') return () => process.hrtime.bigint();
+  const { dlopen, FFIType, ptr } = require('bun:ffi');
+  const libc = dlopen('libc.so.6', { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+  const ts = new BigInt64Array(2);
+  const tsPtr = ptr(ts);
+  const CLOCK_MONOTONIC = 1;
+  return () => {
+    libc.symbols.clock_gettime(CLOCK_MONOTONIC, tsPtr);
+    return ts[0] * 1000000000n + ts[1];
+  };
 }
 
 function emit(event) {
@@ -77,10 +102,59 @@ function publishForever(burst, clientsWanted, publishBurst, maxBuffered, counter
   waitClients();
 }
 
+/**
+ * Wait for `clientsWanted` clients, then publish bursts of `burst` messages at `rate`
+ * messages per second, each stamped with the monotonic time of its publish. The schedule
+ * is a deadline (messages due = rate × elapsed), so timer lateness is caught up and the
+ * offered load is the one asked for; the flow-control rule is the same as flat out (a
+ * paused turn is caught up afterwards).
+ */
+function publishPaced(burst, rate, clientsWanted, publishBurst, maxBuffered, counters) {
+  const monotonicNs = makeMonotonicNs();
+  let seq = 0;
+  let t0 = 0n;
+  const tick = () => {
+    const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+    while (seq + burst <= rate * elapsed) {
+      if (counters.turns % FLOW_CHECK_TURNS === 0 && maxBuffered() > FLOW_LIMIT) {
+        counters.paused += 1;
+        setTimeout(tick, 1);
+        return;
+      }
+      const now = monotonicNs();
+      const msgs = new Array(burst);
+      for (let i = 0; i < burst; i++) msgs[i] = tradePayload(seq + i, now);
+      publishBurst(msgs);
+      seq += burst;
+      counters.published += burst;
+      counters.turns += 1;
+    }
+    const waitMs = ((seq + burst) / rate - Number(process.hrtime.bigint() - t0) / 1e9) * 1000;
+    setTimeout(tick, Math.max(waitMs, 0));
+  };
+  const waitClients = () => {
+    if (counters.clients < clientsWanted) {
+      setTimeout(waitClients, 10);
+      return;
+    }
+    t0 = process.hrtime.bigint();
+    tick();
+  };
+  waitClients();
+}
+
+/** Flat out (the default), paced (`rate` > 0) or idle (`burst` 0): see the header. */
+function startPublishing(burst, clientsWanted, rate, publishBurst, maxBuffered, counters) {
+  if (burst <= 0) return;
+  if (rate > 0) publishPaced(burst, rate, clientsWanted, publishBurst, maxBuffered, counters);
+  else publishForever(burst, clientsWanted, publishBurst, maxBuffered, counters);
+}
+
+/** `<burst> <clients> [rate]`; rate 0 (absent) means flat out. */
 function parseArgs() {
   const argv = process.argv.slice(2);
-  return [parseInt(argv[0], 10), parseInt(argv[1], 10)];
+  return [parseInt(argv[0], 10), parseInt(argv[1], 10), argv.length > 2 ? parseFloat(argv[2]) : 0];
 }
 
 module.exports = { FLOW_LIMIT, FLOW_CHECK_TURNS, tradePayload, emit, makeCounters, serveControl,
-  publishForever, parseArgs };
+  publishForever, publishPaced, startPublishing, parseArgs };

@@ -4,13 +4,14 @@
  * topic on open; each message is one app.publish(topic, msg, false), which uWS stores once
  * and drains once per loop iteration with each subscriber corked (one send() per client
  * per batch, at most 32 messages or one 16 KB cork buffer per send).
- * Usage: node uws_publish.js <burst> <clients>   (started by bench/fanout.py)
+ * Usage: node uws_publish.js <burst> <clients> [rate]   (started by bench/fanout.py;
+ *        rate > 0: paced for bench/latency.py; burst 0: idle for bench/memory.py)
  */
 const uWS = require('uwebsockets');
-const { emit, makeCounters, parseArgs, publishForever, serveControl } = require('./common');
+const { emit, makeCounters, parseArgs, serveControl, startPublishing } = require('./common');
 
 const TOPIC = 'btcusdt@trade';
-const [burst, clientsWanted] = parseArgs();
+const [burst, clientsWanted, rate] = parseArgs();
 const counters = makeCounters();
 const clients = new Set();
 
@@ -36,7 +37,7 @@ app.listen('127.0.0.1', 0, (token) => {
   }
   emit({ event: 'listening', port: uWS.us_socket_local_port(token), uws: 'uwebsockets@3.0.6' });
   serveControl(counters);
-  publishForever(burst, clientsWanted, (msgs) => {
+  startPublishing(burst, clientsWanted, rate, (msgs) => {
     for (let i = 0; i < msgs.length; i++) app.publish(TOPIC, msgs[i], false, false);
     counters.delivered += msgs.length * clients.size;
   }, () => {

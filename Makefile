@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv build test bench bench-fanout bench-e2e bench-rss bench-bus demo cluster-demo clean wheel
+.PHONY: venv build test bench bench-fanout bench-peers bench-e2e bench-rss bench-bus demo cluster-demo clean wheel
 
 venv: $(DEPS)
 
@@ -34,6 +34,10 @@ bench: build
 
 # Real-socket fan-out: tickhub vs picows one send() per client vs websockets.broadcast.
 bench-fanout: build
+	$(PY) bench/fanout.py --reps 3 --servers tickhub-relay,tickhub,picows-naive,websockets.broadcast --bursts 1,10
+
+# The side-by-side campaign with uWebSockets.js, Bun and Node ws (npm packages: bench/package.json).
+bench-peers: build
 	$(PY) bench/fanout.py --reps 3
 
 # The whole hub: feeder -> tickhub serve -> 1000 clients; throughput and latency.

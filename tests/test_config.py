@@ -11,7 +11,7 @@ from tickhub.config import Config, build_parser, load_config
 from tickhub.errors import ConfigError
 
 SECRET = "s" * 32
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[1] / "README.md"  # the Configuration table
 
 
 def load(argv: list[str] | None = None, env: dict[str, str] | None = None,

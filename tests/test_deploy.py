@@ -179,8 +179,8 @@ def test_jwt_secret_comes_from_a_secret_and_no_secret_is_committed() -> None:
     ref = entry["valueFrom"]["secretKeyRef"]
     assert ref["key"] == "HUB_JWT_SECRET" and not ref.get("optional", False)
     assert "HUB_JWT_SECRET" not in manifests()["ConfigMap"]["data"]
-    assert "Secret" not in manifests(), "commit no Secret: create it with kubectl (SCALE-OUT.md)"
-    assert "kubectl create secret generic " + ref["name"] in (ROOT / "deploy" / "SCALE-OUT.md").read_text()
+    assert "Secret" not in manifests(), "commit no Secret: create it with kubectl (README, Kubernetes)"
+    assert "kubectl create secret generic " + ref["name"] in (ROOT / "README.md").read_text()
 
 
 def test_instance_id_is_the_pod_name() -> None:

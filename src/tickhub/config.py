@@ -16,7 +16,7 @@ booleans accept ``1/0/true/false/yes/no``. Every problem raises :class:`ConfigEr
 a one-line message naming the variable, so ``tickhub serve`` can print it and exit.
 
 Every field documents its default and what zero or unset means; the same facts are the
-table in ``docs/configuration.md`` (a test checks that every variable appears there).
+table in README.md, "Configuration" (a test checks that every variable appears there).
 """
 
 from __future__ import annotations

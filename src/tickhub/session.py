@@ -117,7 +117,8 @@ class Session:
         if self._abort_timer is not None:
             self._abort_timer.cancel()
         for task in self._replaying.values():
-            task.cancel()
+            if task is not None:
+                task.cancel()
         self._replaying.clear()
         if self.sub is not None:
             self.gateway.fanout.remove(self.sub)

@@ -1,7 +1,8 @@
 """Real Redis (valkey-server) and Kafka-protocol (Tansu) servers for tests, on 127.0.0.1.
 
-Plain helpers, not fixtures: the bus test modules wrap them. Every server is started on a
-free port, waited for until it accepts connections, and stopped by its pid.
+Plain helpers, not fixtures: the bus test modules wrap them (``running_redis``,
+``running_kafka`` make that a one-liner). Every server is started on a free port, waited
+for until it accepts connections, and stopped by its pid.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -121,3 +124,33 @@ class TansuBroker:
             # In-memory storage, nothing to flush; Tansu takes seconds to honour SIGTERM.
             _stop(self.proc, signal.SIGKILL)
             self.proc = None
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A Redis server for the duration of the block."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def running_kafka(partitions: int = 1, topic: str = "tickhub.binance") -> AsyncIterator[TansuBroker]:
+    """A Tansu broker with ``topic`` created (``partitions`` partitions) for the block."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    broker = TansuBroker()
+    broker.start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        finally:
+            await admin.close()
+        yield broker
+    finally:
+        broker.stop()

@@ -9,26 +9,15 @@ from typing import Any, AsyncIterator
 import pytest
 import websockets
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from conftest import wait_for
-from servers import TansuBroker, free_port
+from servers import TansuBroker, free_port, running_kafka
 
 
 @pytest.fixture
 async def kafka() -> AsyncIterator[TansuBroker]:
-    broker = TansuBroker()
-    broker.start()
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic("tickhub.binance", num_partitions=1, replication_factor=1)])
-        finally:
-            await admin.close()
+    async with running_kafka(partitions=1) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 async def consume(bootstrap: str, n: int, timeout: float = 10.0) -> list[Any]:

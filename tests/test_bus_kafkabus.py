@@ -10,38 +10,23 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from conftest import wait_for
-from servers import RedisServer, TansuBroker
+from servers import RedisServer, TansuBroker, running_kafka, running_redis
 
 TTL = 0.6
 
 
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def kafka() -> AsyncIterator[TansuBroker]:
-    broker = TansuBroker()
-    broker.start()
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic("tickhub.binance", num_partitions=2, replication_factor=1)])
-        finally:
-            await admin.close()
+    async with running_kafka(partitions=2) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def kafka_bus(redis_server: RedisServer, kafka: TansuBroker, name: str) -> dict[str, Any]:

@@ -17,19 +17,15 @@ import redis.asyncio as aioredis
 import websockets
 
 from conftest import wait_for
-from servers import RedisServer, free_port
+from servers import RedisServer, free_port, running_redis
 
 TTL = 0.6  # lease ttl of the in-process hubs: takeover within ~0.8 s + upstream connect
 
 
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def cluster_config(redis_server: RedisServer, name: str) -> dict[str, Any]:

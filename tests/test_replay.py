@@ -8,25 +8,14 @@ from typing import Any, AsyncIterator
 import orjson
 import pytest
 import websockets
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from servers import TansuBroker
+from servers import TansuBroker, running_kafka
 
 
 @pytest.fixture
 async def kafka() -> AsyncIterator[TansuBroker]:
-    broker = TansuBroker()
-    broker.start()
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic("tickhub.binance", num_partitions=2, replication_factor=1)])
-        finally:
-            await admin.close()
+    async with running_kafka(partitions=2) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 async def recv_json(ws: Any, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:

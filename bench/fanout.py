@@ -47,7 +47,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from benchlib import (BENCH, PYTHON, Proc, append_jsonl, client_argv, cpu_seconds,

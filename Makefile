@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv build test bench bench-fanout bench-peers bench-e2e bench-rss bench-bus demo cluster-demo clean wheel
+.PHONY: venv build test bench bench-fanout bench-peers bench-e2e bench-rss bench-bus bench-latency bench-memory bench-storm demo cluster-demo clean wheel
 
 venv: $(DEPS)
 
@@ -47,6 +47,20 @@ bench-e2e: build
 # RSS per idle client connection (10,000 clients).
 bench-rss: build
 	$(PY) bench/idle_rss.py
+
+# Added latency at 10/50/90 % of each server's saturation, tickhub relay vs uWS.js vs Bun,
+# N=1000 and 100; table and CDF plot in bench/results/latency.{md,png}.
+bench-latency: build
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/latency.py
+
+# RSS per idle connection at 1,000 / 10,000 / 19,000 clients, tickhub serve vs uWS.js vs Bun.
+bench-memory: build
+	$(PY) bench/memory.py
+
+# 5,000 clients connecting within 2 s, then all leaving, 3 rounds: tickhub serve vs uWS.js.
+bench-storm: build
+	$(PY) bench/storm.py
 
 # Upstream events/s through the Redis bus into one gateway.
 bench-bus: build

@@ -7,6 +7,14 @@ Prints JSON lines on stdout, in order:
 * ``{"event":"result", ...}`` after ``--duration`` more seconds: frames in the window,
   frames/s, per-connection min/max, sequence errors, disconnects, latency percentiles.
 
+With ``--assignment FILE`` (the ``--mix`` workload of fanout.py) connection ``i`` opens
+``<url>m/<its stream indices, comma-separated>`` from the file's ``clients[i]``, and
+``--increasing`` checks a strictly increasing (not contiguous) ``"t"`` per connection.
+With ``--drain``, after the result it waits for a line on stdin (the parent has stopped
+the publisher), waits until no frame has arrived for 0.3 s, and prints
+``{"event":"drained", ...}`` with every connection's total frame count (in connection
+order) so the parent can check each one against what was published.
+
 With ``--idle`` it prints ``connected`` and then holds the connections until a line
 arrives on stdin (memory measurements).
 """
@@ -31,13 +39,14 @@ def _emit(**event: object) -> None:
     sys.stdout.flush()
 
 
-async def _connect_all(url: str, n: int, concurrency: int, read_buffer: int,
+async def _connect_all(urls: list[str], concurrency: int, read_buffer: int,
                        stats: benchclient.Stats) -> tuple[list[benchclient.CountingListener], int]:
-    listeners: list[benchclient.CountingListener] = []
+    """Open one connection per URL; the listeners come back in URL order (failed ones left out)."""
+    slots: list[benchclient.CountingListener | None] = [None] * len(urls)
     failed = 0
     sem = asyncio.Semaphore(concurrency)
 
-    async def one() -> None:
+    async def one(i: int, url: str) -> None:
         nonlocal failed
         async with sem:
             for attempt in range(3):
@@ -46,14 +55,40 @@ async def _connect_all(url: str, n: int, concurrency: int, read_buffer: int,
                         lambda: benchclient.CountingListener(stats), url,
                         websocket_handshake_timeout=10, read_buffer_init_size=read_buffer,
                     )
-                    listeners.append(listener)
+                    slots[i] = listener
                     return
                 except (OSError, asyncio.TimeoutError, picows.WSError):
                     await asyncio.sleep(0.05 * (attempt + 1))
             failed += 1
 
-    await asyncio.gather(*(one() for _ in range(n)))
-    return listeners, failed
+    await asyncio.gather(*(one(i, url) for i, url in enumerate(urls)))
+    return [ls for ls in slots if ls is not None], failed
+
+
+def _urls(base: str, connections: int, assignment: str | None) -> list[str]:
+    """``connections`` copies of ``base``, or one mix URL per client of the assignment file."""
+    if assignment is None:
+        return [base] * connections
+    with open(assignment) as f:
+        clients = json.load(f)["clients"]
+    return [base + "m/" + ",".join(str(s) for s in streams) for streams in clients[:connections]]
+
+
+async def _drain(listeners: list[benchclient.CountingListener]) -> None:
+    """Wait for a line on stdin, then until 0.3 s pass without a frame (at most 20 s)."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)
+    deadline = time.monotonic() + 20
+    last = -1
+    while time.monotonic() < deadline:
+        total = sum(ls.frames for ls in listeners)
+        if total == last:
+            break
+        last = total
+        await asyncio.sleep(0.3)
+    _emit(event="drained", per_conn_frames=[ls.frames for ls in listeners],
+          seq_errors=sum(ls.errors for ls in listeners),
+          disconnected=sum(1 for ls in listeners if ls.disconnected))
 
 
 async def main() -> int:
@@ -66,13 +101,19 @@ async def main() -> int:
     p.add_argument("--idle", action="store_true", help="connect, report, hold until stdin has a line")
     p.add_argument("--concurrency", type=int, default=64, help="handshakes in flight")
     p.add_argument("--read-buffer", type=int, default=64 * 1024)
+    p.add_argument("--assignment", help="mix workload file: one URL per client (see the docstring)")
+    p.add_argument("--increasing", action="store_true",
+                   help='"t" must increase strictly per connection (gaps allowed), not by exactly 1')
+    p.add_argument("--drain", action="store_true",
+                   help="after the result, on a stdin line, wait for quiet and report every connection's total")
     args = p.parse_args()
 
     stats = benchclient.Stats()
     stats.latency = args.latency
+    stats.increasing = args.increasing
     t0 = time.monotonic()
     listeners, failed = await _connect_all(
-        args.url, args.connections, args.concurrency, args.read_buffer, stats)
+        _urls(args.url, args.connections, args.assignment), args.concurrency, args.read_buffer, stats)
     _emit(event="connected", connections=len(listeners), failed=failed,
           seconds=round(time.monotonic() - t0, 3))
     if args.idle:
@@ -114,6 +155,8 @@ async def main() -> int:
         latency_samples=stats.lat_count, latency_us={"p50": p50, "p99": p99, "p99.9": p999, "max": p100},
         ok=errors == 0 and disconnected == 0 and failed == 0 and frames > 0,
     )
+    if args.drain:
+        await _drain(listeners)
     for listener in listeners:
         if listener.transport is not None:
             listener.transport.disconnect()

@@ -31,6 +31,18 @@ sendto, sendmsg, sendmmsg) over the window with ``perf stat`` on the syscall tra
     .venv/bin/python bench/fanout.py                 # full campaign, 3 reps (~7 min)
     .venv/bin/python bench/fanout.py --quick         # 1 rep, short windows (~2 min)
     .venv/bin/python bench/fanout.py --transports aiofastnet,uvloop --servers tickhub --bursts 1,10
+    .venv/bin/python bench/fanout.py --mix           # 200 symbols x 2 streams, Zipf, ~2.5 min
+
+Mix workload (``--mix``; tickhub, uws and bun only): 200 symbols x {bookTicker-like ~120 B,
+depth-like ~1.4 KB} payloads (bench/payloads.py shapes) = 400 streams, each of the N
+clients subscribed to 5 distinct streams drawn by Zipf popularity (s = 1.1, seeded), and
+message ``t`` published on a stream drawn by the same popularity (a seeded cyclic
+sequence). The harness writes this assignment to one file that every server and the
+client read (``BENCH_MIX``, ``client.py --assignment``). ``"t"`` is a global publish
+number, so each connection checks only that it strictly increases (``--increasing``);
+loss is found exactly: after the window the publisher is stopped, the client waits for
+quiet, and every connection's total frame count must equal the number of published
+messages on its streams.
 
 The JavaScript peers need bench/node_modules; it is installed with ``npm ci --prefix bench``
 (from bench/package-lock.json) on first use. Writes one JSON line per run to
@@ -41,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -80,6 +93,16 @@ SERVER_LOG = BENCH / "results" / "fanout-servers.log"
 #: the gateway's slow-consumer limit in relay cells: its default, so a client that falls
 #: 4 MiB behind is disconnected and the run fails instead of the hub's memory growing
 RELAY_MAX_QUEUED = 4 << 20
+#: servers the --mix workload runs on (the relay would need a 400-stream feeder)
+MIX_SERVERS = ["tickhub", "uws", "bun"]
+MIX_RESULTS = BENCH / "results" / "fanout-mix.jsonl"
+MIX_FILE = BENCH / "results" / "fanout-mix-assignment.json"
+MIX_SYMBOLS = 200
+MIX_STREAMS_PER_CLIENT = 5
+MIX_ZIPF_S = 1.1
+MIX_SEED = 20240817
+#: length of the cyclic publish sequence (stream of message t = sequence[t % length])
+MIX_CYCLE = 1 << 16
 
 
 def ensure_node_modules() -> None:
@@ -188,6 +211,158 @@ def run_publisher(server: str, burst: int, clients: int, warmup: float, duration
         app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
     return _row(server, burst, clients, transport, connected, result, e0, e1, rss, sends,
                 app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+
+
+def write_mix(path: Any, clients: int, seed: int = MIX_SEED, zipf_s: float = MIX_ZIPF_S) -> dict[str, Any]:
+    """Write the mix workload file (streams with payload templates, every client's streams,
+    the publish sequence) and return it. Stream popularity is Zipf over a seeded random
+    ranking of the 400 streams, so hot symbols' bookTicker and depth streams are not tied."""
+    from payloads import BOOK_TICKER, DEPTH_UPDATE
+
+    rng = random.Random(seed)
+    streams = []
+    for i in range(MIX_SYMBOLS):
+        sym = f"s{i:03d}usdt"
+        upper = b'"s":"%s"' % sym.upper().encode()
+        for kind, template in (("bookTicker", BOOK_TICKER), ("depth", DEPTH_UPDATE)):
+            body = template.replace(b'"s":"BTCUSDT"', upper)
+            # "t" first: the client reads the first "t" as the message's publish number.
+            streams.append({"name": f"{sym}@{kind}", "head": '{"t":', "tail": "," + body[1:].decode()})
+    ranking = list(range(len(streams)))
+    rng.shuffle(ranking)
+    weights = [0.0] * len(streams)
+    for rank, stream in enumerate(ranking):
+        weights[stream] = 1.0 / (rank + 1) ** zipf_s
+    assignment = []
+    for _ in range(clients):
+        chosen: set[int] = set()
+        while len(chosen) < MIX_STREAMS_PER_CLIENT:
+            chosen.add(rng.choices(range(len(streams)), weights)[0])
+        assignment.append(sorted(chosen))
+    sequence = rng.choices(range(len(streams)), weights, k=MIX_CYCLE)
+    mix = {"seed": seed, "zipf_s": zipf_s, "streams": streams, "clients": assignment, "sequence": sequence}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(mix))
+    return mix
+
+
+def mix_expected(mix: dict[str, Any], published: int) -> list[int]:
+    """Frames each client must have received once messages 0..published-1 are delivered."""
+    seq = mix["sequence"]
+    full, rest = divmod(published, len(seq))
+    per_stream = [0] * len(mix["streams"])
+    for s in seq:
+        per_stream[s] += full
+    for s in seq[:rest]:
+        per_stream[s] += 1
+    return [sum(per_stream[s] for s in streams) for streams in mix["clients"]]
+
+
+def mix_summary(mix: dict[str, Any]) -> dict[str, float]:
+    """What the assignment implies: distinct subscription sets, deliveries per published
+    message and mean delivered payload size (over the publish sequence)."""
+    subs = [0] * len(mix["streams"])
+    for streams in mix["clients"]:
+        for s in streams:
+            subs[s] += 1
+    size = [len(st["head"]) + 7 + len(st["tail"]) for st in mix["streams"]]
+    fan = sum(subs[s] for s in mix["sequence"])
+    return {
+        "distinct_sets": len({tuple(c) for c in mix["clients"]}),
+        "deliveries_per_msg": fan / len(mix["sequence"]),
+        "mean_delivered_bytes": sum(subs[s] * size[s] for s in mix["sequence"]) / fan,
+        "hottest_stream_subscribers": max(subs),
+    }
+
+
+def run_mix(server: str, burst: int, clients: int, warmup: float, duration: float, transport: str,
+            mix: dict[str, Any]) -> dict[str, Any]:
+    """One measured run of the mix workload, then the exact loss check (stop, drain, compare
+    every connection's total with what was published on its streams)."""
+    env = {"BENCH_MIX": str(MIX_FILE)}
+    if transport == "uvloop":
+        env["BENCH_AIOFASTNET"] = "0"
+    log = _server_log(f"{server} mix", burst)
+    srv = Proc(publisher_argv(server, burst, clients), core=0, env=env, stderr=log)
+    cli: Proc | None = None
+    try:
+        port = srv.read_event(15, "listening")["port"]
+        argv = client_argv(f"ws://127.0.0.1:{port}/", clients, warmup, duration)
+        cli = Proc(argv + ["--assignment", str(MIX_FILE), "--increasing", "--drain"], core=1)
+        connected = cli.read_event(60, "connected")
+        cli.read_event(warmup + 30, "window_start")
+        counter = SyscallCounter(srv.pid)
+        e0 = _edges(srv.pid)
+        srv.command("snap")
+        snap0 = srv.read_event(5, "snap")
+        result = cli.read_event(duration + 30, "result")
+        e1 = _edges(srv.pid)
+        sends = counter.stop()
+        srv.command("snap")
+        snap1 = srv.read_event(5, "snap")
+        rss = rss_kb(srv.pid)
+        srv.command("stop")
+        published = srv.read_event(5, "stopped")["published"]
+        cli.command("drain")
+        drained = cli.read_event(30, "drained")
+    finally:
+        if cli is not None:
+            cli.stop()
+        srv.stop()
+        log.close()
+    srv_delivered = snap1["delivered"] - snap0["delivered"]
+    app_writes = None
+    if snap0.get("writes") is not None and srv_delivered:
+        app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
+    row = _row(server, burst, clients, transport, connected, result, e0, e1, rss, sends,
+               app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+    expected = mix_expected(mix, published)
+    got = drained["per_conn_frames"]
+    wrong = sum(1 for e, g in zip(expected, got) if e != g) + abs(len(expected) - len(got))
+    row.update(
+        workload="mix", published=published, expected_total=sum(expected), delivered_total=sum(got),
+        conns_with_wrong_count=wrong, seq_errors=drained["seq_errors"],
+        ok=row["ok"] and wrong == 0 and drained["seq_errors"] == 0 and drained["disconnected"] == 0,
+    )
+    return row
+
+
+def mix_report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
+    """The mix table: throughput, CPU and syscalls per delivered message, and the loss check."""
+    by: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[(r["server"], r["transport"], r["burst"])].append(r)
+    uws = {b: median([r["msgs_per_s"] for r in by[("uws", "-", b)]]) for b in bursts if by.get(("uws", "-", b))}
+    lines = [
+        "| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js "
+        "| server CPU µs/msg user / sys | server busy | send syscalls/msg | app writes/msg "
+        "| client busy | flow pauses | delivered = expected (frames after drain) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server in MIX_SERVERS:
+        for transport in ("aiofastnet", "uvloop", "-"):
+            for b in bursts:
+                runs = by.get((server, transport, b))
+                if not runs:
+                    continue
+                rates = [r["msgs_per_s"] for r in runs]
+                m = median(rates)
+                writes = _med(runs, "writes_per_msg")
+                pauses = [r["paused_checks"] for r in runs if r.get("paused_checks") is not None]
+                exact = all(r["conns_with_wrong_count"] == 0 for r in runs)
+                totals = f"{sum(r['delivered_total'] for r in runs) / 1e6:.2f} M of " \
+                         f"{sum(r['expected_total'] for r in runs) / 1e6:.2f} M"
+                lines.append(
+                    f"| {_label(server, transport)} | {b} | {_fmt_rate(m)} "
+                    f"| {_fmt_rate(min(rates))}–{_fmt_rate(max(rates))} | {len(runs)} "
+                    f"| {'yes' if all(r['ok'] for r in runs) else 'NO'} "
+                    f"| {f'{m / uws[b]:.2f}×' if uws.get(b) else '–'} "
+                    f"| {_med(runs, 'us_per_msg_user'):.3f} / {_med(runs, 'us_per_msg_sys'):.3f} "
+                    f"| {_med(runs, 'server_cpu_busy'):.0%} | {_fmt_opt(_med(runs, 'send_syscalls_per_msg'))} "
+                    f"| {'–' if writes is None else f'{writes:.3f}'} | {_med(runs, 'client_cpu_busy'):.0%} "
+                    f"| {sum(pauses) if pauses else '–'} | {'yes' if exact else 'NO'}: {totals} |"
+                )
+    return "\n".join(lines)
 
 
 def _server_log(server: str, burst: int) -> Any:
@@ -367,23 +542,28 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=2.0)
-    p.add_argument("--bursts", default="1,10,100")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"any of {','.join(SERVERS)}")
+    p.add_argument("--bursts", default=None, help="B values (default 1,10,100; with --mix 10,100)")
+    p.add_argument("--servers", default=None,
+                   help=f"any of {','.join(SERVERS)} (default all; with --mix any of {','.join(MIX_SERVERS)})")
     p.add_argument("--transports", default="aiofastnet",
                    help="picows transports for tickhub and picows-naive: aiofastnet, uvloop or both "
                         "(aiofastnet,uvloop: interleaved); the gateway always uses its own default")
     p.add_argument("--no-aiofastnet", action="store_true", help="same as --transports uvloop")
     p.add_argument("--quick", action="store_true", help="1 rep, 0.5 s warm-up, 1.5 s windows")
+    p.add_argument("--mix", action="store_true",
+                   help="the 400-stream Zipf workload (see the module docstring) instead of one trade stream")
+    p.add_argument("--seed", type=int, default=MIX_SEED, help="--mix: seed of the assignment and publish sequence")
     args = p.parse_args()
     if args.no_aiofastnet:
         args.transports = "uvloop"
     if args.quick:
         args.reps, args.warmup, args.duration = 1, 0.5, 1.5
-    bursts = [int(b) for b in args.bursts.split(",")]
-    servers = args.servers.split(",")
-    unknown = [s for s in servers if s not in SERVERS]
+    known = MIX_SERVERS if args.mix else SERVERS
+    bursts = [int(b) for b in (args.bursts or ("10,100" if args.mix else "1,10,100")).split(",")]
+    servers = (args.servers or ",".join(known)).split(",")
+    unknown = [s for s in servers if s not in known]
     if unknown:
-        p.error(f"unknown server(s) {unknown}; choose from {SERVERS}")
+        p.error(f"unknown server(s) {unknown}{' for --mix' if args.mix else ''}; choose from {known}")
     transports = args.transports.split(",")
     ensure_benchclient()
     info = versions()
@@ -391,6 +571,11 @@ def main() -> int:
         ensure_node_modules()
         info.update(js_versions())
     print(json.dumps({"versions": info}), flush=True)
+    mix: dict[str, Any] | None = None
+    if args.mix:
+        mix = write_mix(MIX_FILE, args.clients, args.seed)
+        summary = mix_summary(mix)
+        print(json.dumps({"mix": summary, "file": str(MIX_FILE)}), flush=True)
 
     cells: list[tuple[str, int, str]] = []
     for b in bursts:
@@ -404,7 +589,9 @@ def main() -> int:
     for rep in range(args.reps):
         for server, burst, transport in cells:
             try:
-                if server in RELAYS:
+                if mix is not None:
+                    row = run_mix(server, burst, args.clients, args.warmup, args.duration, transport, mix)
+                elif server in RELAYS:
                     row = run_relay(server, burst, args.clients, args.warmup, args.duration)
                 else:
                     row = run_publisher(server, burst, args.clients, args.warmup, args.duration, transport)
@@ -412,7 +599,7 @@ def main() -> int:
                 print(f"# {server} B={burst} rep {rep}: FAILED: {exc}", file=sys.stderr, flush=True)
                 continue
             row.update(rep=rep, versions=info, when=time.time())
-            append_jsonl(RESULTS, row)
+            append_jsonl(MIX_RESULTS if mix is not None else RESULTS, row)
             rows.append(row)
             print(f"# rep {rep} {_label(server, transport):34s} B={burst:<3d} {_fmt_rate(row['msgs_per_s']):>10s} "
                   f"cpu {row['server_cpu_busy']:.0%} user/sys µs/msg {row['us_per_msg_user']:.3f}/"
@@ -420,6 +607,16 @@ def main() -> int:
                   f"client {row['client_cpu_busy']:.0%} ok={row['ok']}", file=sys.stderr, flush=True)
     print(f"\n{args.clients} clients, window {args.duration:g} s after {args.warmup:g} s warm-up, "
           f"{args.reps} rep(s) interleaved, {time.monotonic() - started:.0f} s total\n")
+    if mix is not None:
+        sm = mix_summary(mix)
+        print(f"Mix: {MIX_SYMBOLS} symbols x (bookTicker-like, depth-like) = {len(mix['streams'])} streams, "
+              f"{MIX_STREAMS_PER_CLIENT} streams per client by Zipf s={mix['zipf_s']} (seed {mix['seed']}); "
+              f"{sm['distinct_sets']} distinct subscription sets of {args.clients}, "
+              f"{sm['deliveries_per_msg']:.0f} deliveries per published message, "
+              f"mean delivered payload {sm['mean_delivered_bytes']:.0f} B, hottest stream "
+              f"{sm['hottest_stream_subscribers']} subscribers\n")
+        print(mix_report(rows, bursts))
+        return 0 if rows and all(r["ok"] for r in rows) else 1
     print(report(rows, bursts))
     head = headline(rows, bursts)
     if head:

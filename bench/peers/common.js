@@ -21,6 +21,12 @@
  *   fixed), every payload's "T" the CLOCK_MONOTONIC nanoseconds at publish time, the clock
  *   Python's time.monotonic_ns() reads, so the client measures now - T;
  * - idle (`burst` 0, bench/memory.py): accept and subscribe clients, publish nothing.
+ *
+ * Mix workload (BENCH_MIX=<file> in the environment, bench/fanout.py --mix), the same file
+ * and rules as bench/peers/common.py: message t goes to stream sequence[t % L] with payload
+ * head + t + tail; a client connecting to /m/<i>,<j>,... is subscribed to those streams;
+ * "stop" on stdin ends publishing after the current turn and is answered with
+ * {"event":"stopped","published":N}.
  */
 
 const FLOW_LIMIT = 256 * 1024;   // bytes; same as benchlib.FLOW_LIMIT
@@ -56,7 +62,7 @@ function emit(event) {
 
 /** Counters reported on "snap"; `writes` is null when the library does not expose its sends. */
 function makeCounters() {
-  return { turns: 0, published: 0, paused: 0, clients: 0, writes: null, delivered: 0 };
+  return { turns: 0, published: 0, paused: 0, clients: 0, writes: null, delivered: 0, stopped: false };
 }
 
 function serveControl(counters) {
@@ -69,6 +75,11 @@ function serveControl(counters) {
       const line = buf.slice(0, nl).trim();
       buf = buf.slice(nl + 1);
       if (line === 'snap') emit({ event: 'snap', ...counters });
+      else if (line === 'stop') {
+        // Runs between publishing turns, so `published` is final.
+        counters.stopped = true;
+        emit({ event: 'stopped', published: counters.published });
+      }
     }
   });
   process.stdin.on('end', () => process.exit(0));
@@ -150,6 +161,58 @@ function startPublishing(burst, clientsWanted, rate, publishBurst, maxBuffered, 
   else publishForever(burst, clientsWanted, publishBurst, maxBuffered, counters);
 }
 
+/** The mix workload file named by BENCH_MIX, or null (see the header). */
+function loadMix() {
+  const path = process.env.BENCH_MIX;
+  if (!path) return null;
+  const data = JSON.parse(require('fs').readFileSync(path, 'utf8'));
+  return {
+    names: data.streams.map((s) => s.name),
+    heads: data.streams.map((s) => s.head),
+    tails: data.streams.map((s) => s.tail),
+    sequence: data.sequence,
+    /** Stream names of a client's URL path /m/<i>,<j>,...; [] when malformed or out of range. */
+    streamsOfPath(path) {
+      const at = path.indexOf('/m/');
+      if (at < 0) return [];
+      const idx = path.slice(at + 3).split(',').map(Number);
+      if (!idx.every((i) => Number.isInteger(i) && i >= 0 && i < this.names.length)) return [];
+      return idx.map((i) => this.names[i]);
+    },
+  };
+}
+
+/**
+ * Like publishForever, but message t goes to stream mix.sequence[t % L] with that stream's
+ * payload: `publish(name, msg)` per message, until "stop" arrives.
+ */
+function publishMixForever(burst, clientsWanted, mix, publish, maxBuffered, counters) {
+  const { names, heads, tails, sequence } = mix;
+  const cycle = sequence.length;
+  let seq = 0;
+  const turn = () => {
+    if (counters.turns % FLOW_CHECK_TURNS === 0 && maxBuffered() > FLOW_LIMIT) {
+      counters.paused += 1;
+      setTimeout(turn, 1);
+      return;
+    }
+    if (counters.stopped) return;
+    for (let t = seq; t < seq + burst; t++) {
+      const stream = sequence[t % cycle];
+      publish(names[stream], heads[stream] + t + tails[stream]);
+    }
+    seq += burst;
+    counters.published += burst;
+    counters.turns += 1;
+    setImmediate(turn);
+  };
+  const waitClients = () => {
+    if (counters.clients < clientsWanted) setTimeout(waitClients, 10);
+    else turn();
+  };
+  waitClients();
+}
+
 /** `<burst> <clients> [rate]`; rate 0 (absent) means flat out. */
 function parseArgs() {
   const argv = process.argv.slice(2);
@@ -157,4 +220,4 @@ function parseArgs() {
 }
 
 module.exports = { FLOW_LIMIT, FLOW_CHECK_TURNS, tradePayload, emit, makeCounters, serveControl,
-  publishForever, publishPaced, startPublishing, parseArgs };
+  publishForever, publishPaced, startPublishing, parseArgs, loadMix, publishMixForever };

@@ -3,6 +3,10 @@
 Every connection subscribes to one topic (raw variant), so all clients share one group
 buffer; each turn's burst is written with one send() per client by the Fanout's flush.
 Usage: ``tickhub_fanout.py <burst> <clients>`` (started by bench/fanout.py).
+
+With ``BENCH_MIX=<file>`` (fanout.py --mix) there is one topic per stream of the file and
+each client is subscribed to the streams of its path ``/m/<i>,<j>,...``; clients with the
+same set share a group buffer, so with 5 of 400 streams nearly every client has its own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import asyncio
 import picows
 import uvloop
 
-from common import Counters, emit, parse_args, picows_server_options, publish_forever, serve_control
+from common import (Counters, MixWorkload, emit, parse_args, picows_server_options, publish_forever,
+                    publish_mix_forever, serve_control)
 from tickhub import _ext
 
 
@@ -21,15 +26,21 @@ async def main() -> None:
     fo_mod = _ext.fanout
     fanout = fo_mod.Fanout(asyncio.get_running_loop(), max_queued_bytes=1 << 40, share_buffers=True)
     topic = fo_mod.Topic(b"btcusdt@trade")
+    mix = MixWorkload.from_env()
+    mix_topics = [] if mix is None else [fo_mod.Topic(name.encode()) for name in mix.names]
     transports: list[object] = []
     counters = Counters()
     counters.writes = lambda: fanout.writes
     counters.delivered = lambda: fanout.messages_out
 
     class Listener(picows.WSListener):
+        def __init__(self, topics: list[object]) -> None:
+            super().__init__()
+            self.topics = topics
+
         def on_ws_connected(self, transport: picows.WSTransport) -> None:
             self.sub = fo_mod.Subscriber(transport)
-            fanout.set_subscriptions(self.sub, [topic], False)
+            fanout.set_subscriptions(self.sub, self.topics, False)
             transports.append(transport.underlying_transport)
             counters.clients += 1
 
@@ -41,7 +52,12 @@ async def main() -> None:
         def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
             fanout.remove(self.sub)
 
-    server = await picows.ws_create_server(lambda _req: Listener(), "127.0.0.1", 0, **picows_server_options())
+    def listener_for(request: picows.WSUpgradeRequest) -> Listener:
+        if mix is None:
+            return Listener([topic])
+        return Listener([mix_topics[i] for i in mix.streams_of_path(request.path)])
+
+    server = await picows.ws_create_server(listener_for, "127.0.0.1", 0, **picows_server_options())
     emit(event="listening", port=server.sockets[0].getsockname()[1], implementation=_ext.IMPLEMENTATION)
     serve_control(counters)
 
@@ -50,8 +66,11 @@ async def main() -> None:
         for m in msgs:
             publish(topic, m)
 
-    await publish_forever(burst, clients, publish_burst,
-                          lambda: (t.get_write_buffer_size() for t in transports), counters)
+    buffer_sizes = lambda: (t.get_write_buffer_size() for t in transports)  # noqa: E731
+    if mix is None:
+        await publish_forever(burst, clients, publish_burst, buffer_sizes, counters)
+    else:
+        await publish_mix_forever(burst, clients, mix, mix_topics, fanout.publish, buffer_sizes, counters)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,21 @@
  * per batch, at most 32 messages or one 16 KB cork buffer per send).
  * Usage: node uws_publish.js <burst> <clients> [rate]   (started by bench/fanout.py;
  *        rate > 0: paced for bench/latency.py; burst 0: idle for bench/memory.py)
+ * With BENCH_MIX=<file> (fanout.py --mix) a client is subscribed on open to the streams of
+ * its URL /m/<i>,<j>,... (read in an upgrade handler) and each message is published on its
+ * own stream (see common.js).
  */
 const uWS = require('uwebsockets');
-const { emit, makeCounters, parseArgs, serveControl, startPublishing } = require('./common');
+const { emit, loadMix, makeCounters, parseArgs, publishMixForever, serveControl, startPublishing } = require('./common');
 
 const TOPIC = 'btcusdt@trade';
 const [burst, clientsWanted, rate] = parseArgs();
 const counters = makeCounters();
 const clients = new Set();
+const mix = loadMix();
+const subscribers = new Map();  // mix: stream name -> subscriber count (the delivered counter)
 
-const app = uWS.App().ws('/*', {
+const behavior = {
   compression: uWS.DISABLED,          // no permessage-deflate: the same frames as every peer
   maxBackpressure: 64 * 1024 * 1024,  // far above the 256 KiB flow limit: uWS never drops
   closeOnBackpressureLimit: false,    // and never closes a client for being behind
@@ -28,7 +33,31 @@ const app = uWS.App().ws('/*', {
   },
   message: () => {},
   close: (ws) => { clients.delete(ws); },
-});
+};
+if (mix) {
+  behavior.upgrade = (res, req, context) => {
+    res.upgrade({ url: req.getUrl() }, req.getHeader('sec-websocket-key'),
+      req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+  };
+  behavior.open = (ws) => {
+    for (const name of mix.streamsOfPath(ws.getUserData().url)) {
+      ws.subscribe(name);
+      subscribers.set(name, (subscribers.get(name) || 0) + 1);
+    }
+    clients.add(ws);
+    counters.clients += 1;
+  };
+}
+const app = uWS.App().ws('/*', behavior);
+
+const maxBuffered = () => {
+  let max = 0;
+  for (const ws of clients) {
+    const n = ws.getBufferedAmount();
+    if (n > max) max = n;
+  }
+  return max;
+};
 
 app.listen('127.0.0.1', 0, (token) => {
   if (!token) {
@@ -37,15 +66,15 @@ app.listen('127.0.0.1', 0, (token) => {
   }
   emit({ event: 'listening', port: uWS.us_socket_local_port(token), uws: 'uwebsockets@3.0.6' });
   serveControl(counters);
+  if (mix) {
+    publishMixForever(burst, clientsWanted, mix, (name, msg) => {
+      app.publish(name, msg, false, false);
+      counters.delivered += subscribers.get(name) || 0;
+    }, maxBuffered, counters);
+    return;
+  }
   startPublishing(burst, clientsWanted, rate, (msgs) => {
     for (let i = 0; i < msgs.length; i++) app.publish(TOPIC, msgs[i], false, false);
     counters.delivered += msgs.length * clients.size;
-  }, () => {
-    let max = 0;
-    for (const ws of clients) {
-      const n = ws.getBufferedAmount();
-      if (n > max) max = n;
-    }
-    return max;
-  }, counters);
+  }, maxBuffered, counters);
 });

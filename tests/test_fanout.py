@@ -196,3 +196,23 @@ async def test_slow_consumer_is_bounded_and_others_keep_up(fo):
     st_transport.disconnect()
     await fast.close()
     await hub.close()
+
+
+async def test_topics_with_the_same_name_never_share_a_buffer(fo):
+    # one exchange stream served in two forms (e.g. milliseconds and microseconds)
+    hub = Hub(fo)
+    await hub.start()
+    ms, us = fo.Topic(b"btcusdt@trade"), fo.Topic(b"btcusdt@trade")
+    a = await websockets.connect(hub.url)
+    b = await websockets.connect(hub.url)
+    await hub.wait_clients(2)
+    hub.fanout.set_subscriptions(hub.subs[0], [ms], False)
+    hub.fanout.set_subscriptions(hub.subs[1], [us], False)
+    hub.fanout.publish(ms, b'{"E":1}')
+    hub.fanout.publish(us, b'{"E":1000}')
+    assert await _collect(a, 1) == [b'{"E":1}']
+    assert await _collect(b, 1) == [b'{"E":1000}']
+    assert len(hub.fanout.groups) == 2
+    await a.close()
+    await b.close()
+    await hub.close()

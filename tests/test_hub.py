@@ -173,3 +173,29 @@ async def test_drain_answers_503_and_closes_clients_with_1001(make_hub):
         codes.append(closed.value.rcvd.code)
     assert codes == [1001, 1001]
     await asyncio.wait_for(stopping, 10)
+
+
+async def test_time_unit_microsecond_gets_its_own_upstream(make_hub, sim):
+    hub = await make_hub(max_incoming_per_second=50)
+    # python-binance's form of the URL (a second "?") and a bare /ws with SUBSCRIBE later
+    async with websockets.connect(f"{hub.url}/stream?streams=btcusdt@trade?timeUnit=MICROSECOND") as us, \
+            websockets.connect(f"{hub.url}/ws/btcusdt@trade") as ms, \
+            websockets.connect(f"{hub.url}/ws?timeUnit=microsecond") as later:
+        await later.send('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}')
+        await later.send('{"method":"LIST_SUBSCRIPTIONS","id":2}')
+        us_msg = (await _recv_json(us, 1))[0]
+        ms_msg = (await _recv_json(ms, 1))[0]
+        later_msgs = await _recv_json(later, 4)
+    assert us_msg["stream"] == "btcusdt@trade"
+    assert us_msg["data"]["E"] > 10**15 and ms_msg["E"] < 10**13  # µs vs ms since the epoch
+    assert {"result": ["btcusdt@trade"], "id": 2} in later_msgs  # listed as the client named it
+    assert any(m.get("e") == "trade" and m["E"] > 10**15 for m in later_msgs), later_msgs
+    # one upstream subscription per (stream, time unit): two connections to the exchange
+    assert sim.subscriptions().get("btcusdt@trade") == 2 and sim.connection_count == 2
+
+
+async def test_unknown_time_unit_is_refused_with_400(make_hub):
+    hub = await make_hub()
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(f"{hub.url}/ws/btcusdt@trade?timeUnit=SECOND")
+    assert refused.value.response.status_code == 400

@@ -45,9 +45,16 @@ from dataclasses import dataclass
 
 from .errors import InvalidStream
 
-__all__ = ["StreamRef", "parse_stream", "validate_binance", "VALIDATORS", "DEFAULT_EXCHANGE", "MAX_NAME_LENGTH"]
+__all__ = [
+    "StreamRef", "parse_stream", "in_time_unit", "validate_binance", "VALIDATORS",
+    "DEFAULT_EXCHANGE", "BINANCE_MICROSECONDS", "MAX_NAME_LENGTH",
+]
 
 DEFAULT_EXCHANGE = "binance"
+#: Binance with ``timeUnit=MICROSECOND``: the same streams, timestamps in µs. Payloads are
+#: forwarded untouched, so these are upstream subscriptions (and topics) of their own.
+#: Internal: a client never writes this prefix; it asks with ``?timeUnit=MICROSECOND``.
+BINANCE_MICROSECONDS = "binance-us-time"
 #: Longest stream name accepted before any parsing, so a hostile name costs nothing.
 MAX_NAME_LENGTH = 200
 
@@ -64,8 +71,22 @@ class StreamRef:
         """The hub-wide name: ``name`` for Binance, ``"<exchange>:<name>"`` otherwise."""
         return self.name if self.exchange == DEFAULT_EXCHANGE else f"{self.exchange}:{self.name}"
 
+    @property
+    def public(self) -> str:
+        """The name as the client spells it (LIST_SUBSCRIPTIONS, the ``streams`` claim):
+        the key, except that the time-unit variant of Binance carries no prefix."""
+        return self.name if self.exchange == BINANCE_MICROSECONDS else self.key
+
     def __str__(self) -> str:
         return self.key
+
+
+def in_time_unit(ref: StreamRef, time_unit: str) -> StreamRef:
+    """``ref`` as served to a connection that asked for ``time_unit`` (``MILLISECOND``,
+    Binance's default, or ``MICROSECOND``)."""
+    if time_unit == "MICROSECOND" and ref.exchange == DEFAULT_EXCHANGE:
+        return StreamRef(BINANCE_MICROSECONDS, ref.name)
+    return ref
 
 
 # --- Binance Spot -------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from .auth import Authenticator
 from .config import Config
 from .errors import AuthError, CloseCode, InvalidStream
 from .metrics import HubMetrics
-from .names import StreamRef, parse_stream
+from .names import BINANCE_MICROSECONDS, DEFAULT_EXCHANGE, StreamRef, in_time_unit, parse_stream
 from .bus import Bus, make_bus
 from .session import Session
 from .streams import StreamRegistry
@@ -81,11 +81,16 @@ _PICOWS_LOG.addFilter(_OncePerSecond())
 class Route:
     """A parsed client URL: wire variant and the streams named in it."""
 
-    __slots__ = ("combined", "streams", "replay")
+    __slots__ = ("combined", "streams", "replay", "time_unit")
 
-    def __init__(self, combined: bool, streams: list[str], replay: float | None = None) -> None:
+    def __init__(
+        self, combined: bool, streams: list[str], replay: float | None = None,
+        time_unit: str = "MILLISECOND",
+    ) -> None:
         self.combined = combined
         self.streams = streams
+        #: ``MILLISECOND`` (Binance's default) or ``MICROSECOND``
+        self.time_unit = time_unit
         #: ``?replay=SECONDS``: replay the URL's streams from the Kafka log first
         #: (a tickhub extension, :mod:`tickhub.bus.replay`)
         self.replay = replay
@@ -105,19 +110,18 @@ def parse_route(raw_path: str) -> Route | None:
     for part in query.split("?"):
         params.update(parse_qsl(part, keep_blank_values=True))
     unit = params.get("timeUnit")
-    if unit is not None and _TIME_UNITS.get(unit.lower()) != "MILLISECOND":
-        # Forwarding bytes untouched means one time unit per upstream; microseconds
-        # would need upstream connections of their own.
-        raise ValueError(f"timeUnit={unit} is not served by this hub (MILLISECOND only)")
+    time_unit = "MILLISECOND" if unit is None else _TIME_UNITS.get(unit.lower())
+    if time_unit is None:
+        raise ValueError(f"timeUnit={unit} is not one of MILLISECOND, MICROSECOND")
     replay = _replay_seconds(params.get("replay"))
     if path == "/ws" or path.startswith("/ws/"):
         names = [n for n in path[4:].split("/") if n]
         if len(names) == 1 and names[0].isdigit():
             names = []
-        return Route(False, names, replay)
+        return Route(False, names, replay, time_unit)
     if path == "/stream":
         streams = params.get("streams", "")
-        return Route(True, [n for n in unquote(streams).split("/") if n], replay)
+        return Route(True, [n for n in unquote(streams).split("/") if n], replay, time_unit)
     return None
 
 
@@ -181,7 +185,12 @@ class Gateway:
             self.loop, max_queued_bytes=cfg.max_queued_bytes, on_slow_consumer=self._slow_consumer
         )
         if self._upstreams is None:
-            self.upstreams = {"binance": self._binance_upstream()}
+            # Two Binance adapters: milliseconds (the default) and timeUnit=MICROSECOND. An
+            # adapter opens no connection until one of its streams is acquired.
+            self.upstreams = {
+                DEFAULT_EXCHANGE: self._binance_upstream(DEFAULT_EXCHANGE, None),
+                BINANCE_MICROSECONDS: self._binance_upstream(BINANCE_MICROSECONDS, "MICROSECOND"),
+            }
         else:
             self.upstreams = dict(self._upstreams)
         self.registry = StreamRegistry(self.fanout)
@@ -225,7 +234,7 @@ class Gateway:
         """The bus named by the config (``memory`` unless Redis or Kafka is configured)."""
         return make_bus(self.config, self.upstreams, self.registry, self.report_gap, self.metrics)
 
-    def _binance_upstream(self) -> Any:
+    def _binance_upstream(self, exchange: str, time_unit: str | None) -> Any:
         from .upstream.binance import BinanceUpstream, UpstreamSettings
 
         cfg = self.config
@@ -241,17 +250,18 @@ class Gateway:
             backoff_max=cfg.upstream_backoff_max,
             connect_budget=cfg.upstream_connect_budget,
             connect_window=cfg.upstream_connect_window,
+            time_unit=time_unit,
         )
         return BinanceUpstream(
             settings,
-            on_data=lambda stream, payload: self.bus.on_upstream_data("binance", stream, payload),
-            on_stream_error=lambda stream, code, msg: self._on_stream_error("binance", stream, code, msg),
-            on_status=lambda event, info: self._on_upstream_status("binance", event, info),
-            name="binance",
+            on_data=lambda stream, payload: self.bus.on_upstream_data(exchange, stream, payload),
+            on_stream_error=lambda stream, code, msg: self._on_stream_error(exchange, stream, code, msg),
+            on_status=lambda event, info: self._on_upstream_status(exchange, event, info),
+            name=exchange,
         )
 
     def _on_stream_error(self, exchange: str, stream: str, code: int, msg: str) -> None:
-        key = stream if exchange == "binance" else f"{exchange}:{stream}"
+        key = StreamRef(exchange, stream).key
         log.warning("exchange %s rejected stream %s: %s", exchange, stream, msg)
         for session in list(self.sessions.values()):
             session.drop_stream(key, code, msg)
@@ -294,7 +304,8 @@ class Gateway:
             return
         now_ms = int(self.wall_clock() * 1000)
         for key in wanted:
-            notice = orjson.dumps({"e": "streamGap", "E": now_ms, "stream": key, "reason": reason})
+            name = self.registry.topics[key.encode()].name.decode()  # as the exchange names it
+            notice = orjson.dumps({"e": "streamGap", "E": now_ms, "stream": name, "reason": reason})
             self.registry.on_data(key.encode(), notice)
 
     async def stop(self) -> None:
@@ -363,8 +374,8 @@ class Gateway:
         refs: list[StreamRef] = []
         try:
             for name in route.streams:
-                ref = parse_stream(name)
-                if not principal.may_subscribe(ref.key):
+                ref = in_time_unit(parse_stream(name), route.time_unit)
+                if not principal.may_subscribe(ref.public):
                     return self._reject(403, f"stream not allowed by token: {name}", "forbidden_stream")
                 refs.append(ref)
         except InvalidStream as exc:
@@ -375,7 +386,7 @@ class Gateway:
             return self._reject(400, f"too many streams (at most {maxs} per connection)", "too_many_streams")
         peer = request.headers.get("X-Forwarded-For", "")
         session = Session(self, principal, list(unique.values()), route.combined, peer,
-                          replay=route.replay)
+                          replay=route.replay, time_unit=route.time_unit)
         listener = self._listener_cls(
             session, self.config.max_incoming_per_second, self.config.max_frame_size
         )

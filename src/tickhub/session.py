@@ -29,7 +29,7 @@ import orjson
 
 from ._ext import fanout as _fanout
 from .errors import CloseCode, ProtocolError
-from .names import StreamRef
+from .names import StreamRef, in_time_unit
 from .protocol import Request, encode_error, encode_result, parse_request
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Session:
     # One per client connection: slots keep the idle footprint small (README, memory).
     __slots__ = (
         "id", "gateway", "principal", "combined", "peer", "streams", "_topics", "_initial",
-        "_replay", "_replaying", "transport", "sub", "listener", "closing",
+        "_replay", "_replaying", "time_unit", "transport", "sub", "listener", "closing",
         "_expiry_timer", "_abort_timer",
     )
 
@@ -72,6 +72,7 @@ class Session:
         peer: str,
         *,
         replay: float | None = None,
+        time_unit: str = "MILLISECOND",
     ) -> None:
         self.id = next(_ids)
         self.gateway = gateway
@@ -88,6 +89,8 @@ class Session:
         self._expiry_timer: Any = None
         self._abort_timer: Any = None
         self._replay = replay
+        #: the URL's timeUnit: streams subscribed later are served in the same unit
+        self.time_unit = time_unit
         #: stream key -> its replay task; the key joins the live topic when it is done
         self._replaying: dict[str, Any] = {}
 
@@ -164,11 +167,12 @@ class Session:
 
     def _handle(self, req: Request) -> bytes:
         method, id_raw = req.method, req.id_raw
+        refs = [in_time_unit(r, self.time_unit) for r in req.streams]
         if method == "SUBSCRIBE":
-            for ref in req.streams:
-                if not self.principal.may_subscribe(ref.key):
-                    raise ProtocolError(ERR_FORBIDDEN, f"Forbidden: stream not allowed by token: {ref.key}", id_raw)
-            new = [r for r in req.streams if r.key not in self.streams]
+            for ref in refs:
+                if not self.principal.may_subscribe(ref.public):
+                    raise ProtocolError(ERR_FORBIDDEN, f"Forbidden: stream not allowed by token: {ref.public}", id_raw)
+            new = [r for r in refs if r.key not in self.streams]
             limit = self.gateway.config.max_streams_per_connection
             if limit and len(self.streams) + len(new) > limit:
                 raise ProtocolError(
@@ -179,10 +183,10 @@ class Session:
             self._add(new)
             return encode_result(id_raw, None)
         if method == "UNSUBSCRIBE":
-            self._remove([r for r in req.streams if r.key in self.streams])
+            self._remove([r for r in refs if r.key in self.streams])
             return encode_result(id_raw, None)
         if method == "LIST_SUBSCRIPTIONS":
-            return encode_result(id_raw, list(self.streams))
+            return encode_result(id_raw, [r.public for r in self.streams.values()])
         if method == "SET_PROPERTY":
             self.combined = req.property_value  # the only property: "combined"
             self._apply()

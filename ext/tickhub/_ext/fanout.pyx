@@ -154,8 +154,10 @@ cdef class Fanout:
         self._leave(sub)
         if sub.closed or not topics:  # _leave may have found it slow
             return
-        names = frozenset([(<Topic>t).name for t in topics])
-        key = (combined, names) if self.share_buffers else (combined, names, id(sub))
+        # Topics by identity, not by name: two topics may carry the same exchange name
+        # (e.g. one stream in milliseconds and in microseconds) and must not share a buffer.
+        members = frozenset(topics)
+        key = (combined, members) if self.share_buffers else (combined, members, id(sub))
         group = self.groups.get(key)
         if group is None:
             group = Group(key, topics, combined)

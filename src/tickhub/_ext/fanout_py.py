@@ -97,7 +97,7 @@ class Group:
 
     __slots__ = ("key", "topics", "combined", "members", "pending", "pending_msgs", "dirty")
 
-    def __init__(self, key: tuple[bool, frozenset[bytes]], topics: tuple[Topic, ...], combined: bool) -> None:
+    def __init__(self, key: tuple[bool, frozenset[Topic]], topics: tuple[Topic, ...], combined: bool) -> None:
         self.key = key
         self.topics = topics
         self.combined = combined
@@ -145,8 +145,10 @@ class Fanout:
         self._leave(sub)
         if sub.closed or not topics:  # _leave may have found it slow
             return
-        names = frozenset(t.name for t in topics)
-        key: Any = (combined, names) if self.share_buffers else (combined, names, id(sub))
+        # Topics by identity, not by name: two topics may carry the same exchange name
+        # (e.g. one stream in milliseconds and in microseconds) and must not share a buffer.
+        members = frozenset(topics)
+        key: Any = (combined, members) if self.share_buffers else (combined, members, id(sub))
         group = self.groups.get(key)
         if group is None:
             group = Group(key, topics, combined)

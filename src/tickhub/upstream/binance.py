@@ -124,6 +124,8 @@ class UpstreamSettings:
 
     base_url: str = "wss://stream.binance.com:9443"
     """Exchange base URL; the adapter connects to ``<base_url>/stream`` (combined mode)."""
+    time_unit: str | None = None
+    """``MICROSECOND``: connect with ``?timeUnit=MICROSECOND`` (timestamps in µs)."""
     streams_per_connection: int = 1024
     """Binance's per-connection stream cap."""
     control_per_second: int = 5
@@ -568,6 +570,8 @@ class BinanceUpstream:
         self.settings = settings
         self.name = name
         self.url = settings.base_url.rstrip("/") + "/stream"
+        if settings.time_unit is not None:
+            self.url += f"?timeUnit={settings.time_unit}"
         self._on_data = on_data
         self._on_stream_error = on_stream_error
         self._on_status = on_status

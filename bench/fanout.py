@@ -334,9 +334,9 @@ def mix_report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
         by[(r["server"], r["transport"], r["burst"])].append(r)
     uws = {b: median([r["msgs_per_s"] for r in by[("uws", "-", b)]]) for b in bursts if by.get(("uws", "-", b))}
     lines = [
-        "| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js "
-        "| server CPU µs/msg user / sys | server busy | send syscalls/msg | app writes/msg "
-        "| client busy | flow pauses | delivered = expected (frames after drain) |",
+        ("| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js "
+         "| server CPU µs/msg user / sys | server busy | send syscalls/msg | app writes/msg "
+         "| client busy | flow pauses | delivered = expected (frames after drain) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server in MIX_SERVERS:

@@ -26,7 +26,8 @@ import asyncio
 import json
 import os
 import sys
-from typing import Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from benchlib import FLOW_CHECK_TURNS, FLOW_LIMIT, trade_payload
 
@@ -127,7 +128,7 @@ class MixWorkload:
         return idx if all(0 <= i < len(self.names) for i in idx) else []
 
     @staticmethod
-    def from_env() -> "MixWorkload | None":
+    def from_env() -> MixWorkload | None:
         path = os.environ.get("BENCH_MIX")
         return MixWorkload(path) if path else None
 

@@ -12,12 +12,21 @@ same set share a group buffer, so with 5 of 400 streams nearly every client has 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import picows
 import uvloop
+from common import (
+    Counters,
+    MixWorkload,
+    emit,
+    parse_args,
+    picows_server_options,
+    publish_forever,
+    publish_mix_forever,
+    serve_control,
+)
 
-from common import (Counters, MixWorkload, emit, parse_args, picows_server_options, publish_forever,
-                    publish_mix_forever, serve_control)
 from tickhub import _ext
 
 
@@ -66,7 +75,9 @@ async def main() -> None:
         for m in msgs:
             publish(topic, m)
 
-    buffer_sizes = lambda: (t.get_write_buffer_size() for t in transports)  # noqa: E731
+    def buffer_sizes() -> Iterable[int]:
+        return (t.get_write_buffer_size() for t in transports)
+
     if mix is None:
         await publish_forever(burst, clients, publish_burst, buffer_sizes, counters)
     else:

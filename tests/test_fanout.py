@@ -29,8 +29,17 @@ class _ServerSide(picows.WSListener):
 
     def on_ws_connected(self, transport):
         self.sub = self.hub.mod.Subscriber(transport)
+        if self.hub.track_backlog:  # as the gateway's sessions do
+            transport.underlying_transport.set_write_buffer_limits(high=0, low=0)
+            self.sub.tracks_backlog = True
         self.hub.subs.append(self.sub)
         self.hub.connected.set()
+
+    def pause_writing(self):
+        self.sub.backlogged = True
+
+    def resume_writing(self):
+        self.sub.backlogged = False
 
     def on_ws_frame(self, transport, frame):
         if frame.msg_type == picows.WSMsgType.CLOSE:  # picows leaves the close handshake to us
@@ -44,8 +53,9 @@ class _ServerSide(picows.WSListener):
 class Hub:
     """A minimal server: every connection becomes a Subscriber; the test assigns topics."""
 
-    def __init__(self, mod, **kw):
+    def __init__(self, mod, track_backlog=False, **kw):
         self.mod = mod
+        self.track_backlog = track_backlog
         self.fanout = mod.Fanout(asyncio.get_running_loop(), **kw)
         self.subs: list = []
         self.connected = asyncio.Event()
@@ -72,8 +82,9 @@ async def _collect(ws, n):
     return out
 
 
-async def test_every_client_gets_every_message_in_order(fo):
-    hub = Hub(fo)
+@pytest.mark.parametrize("track_backlog", [False, True])
+async def test_every_client_gets_every_message_in_order(fo, track_backlog):
+    hub = Hub(fo, track_backlog=track_backlog)
     await hub.start()
     topic = fo.Topic(b"btcusdt@trade")
     clients = [await websockets.connect(hub.url, max_size=None) for _ in range(20)]
@@ -165,9 +176,10 @@ class _Stalled(picows.WSListener):
     """A client that never reads: the kernel buffers fill, then the hub's transport buffer."""
 
 
-async def test_slow_consumer_is_bounded_and_others_keep_up(fo):
+@pytest.mark.parametrize("track_backlog", [False, True])
+async def test_slow_consumer_is_bounded_and_others_keep_up(fo, track_backlog):
     slow_subs = []
-    hub = Hub(fo, max_queued_bytes=256 * 1024, on_slow_consumer=slow_subs.append)
+    hub = Hub(fo, track_backlog=track_backlog, max_queued_bytes=256 * 1024, on_slow_consumer=slow_subs.append)
     await hub.start()
     topic = fo.Topic(b"btcusdt@depth")
     # the stalled client: picows client whose socket we stop reading

@@ -49,9 +49,19 @@ async def main() -> None:
 
         def on_ws_connected(self, transport: picows.WSTransport) -> None:
             self.sub = fo_mod.Subscriber(transport)
+            # As the gateway's sessions do: the transport pauses us as soon as it holds a
+            # byte, so the flush may send directly without asking it (fan-out fast path).
+            transport.underlying_transport.set_write_buffer_limits(high=0, low=0)
+            self.sub.tracks_backlog = True
             fanout.set_subscriptions(self.sub, self.topics, False)
             transports.append(transport.underlying_transport)
             counters.clients += 1
+
+        def pause_writing(self) -> None:
+            self.sub.backlogged = True
+
+        def resume_writing(self) -> None:
+            self.sub.backlogged = False
 
         def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
             if frame.msg_type == picows.WSMsgType.CLOSE:

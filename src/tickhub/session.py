@@ -99,6 +99,10 @@ class Session:
     def on_connected(self, transport: Any) -> None:
         self.transport = transport
         self.sub = _fanout.Subscriber(transport, self)
+        # Ask the transport to pause us as soon as it holds any byte: the fan-out then
+        # knows without asking that a direct send() keeps the byte order (on_backlog).
+        transport.underlying_transport.set_write_buffer_limits(high=0, low=0)
+        self.sub.tracks_backlog = True
         self.gateway.session_opened(self)
         exp = self.principal.expires_at
         if exp is not None:
@@ -113,6 +117,11 @@ class Session:
                 for ref in self._initial:
                     self._replaying[ref.key] = self.gateway.start_replay(self, ref, self._replay)
         self._initial = []
+
+    def on_backlog(self, backlogged: bool) -> None:
+        """The transport's buffer became non-empty (True) or drained (False)."""
+        if self.sub is not None:
+            self.sub.backlogged = backlogged
 
     def on_disconnected(self) -> None:
         if self._expiry_timer is not None:

@@ -35,6 +35,14 @@ cdef class Subscriber:
     cdef readonly unsigned long long messages_out
     cdef readonly unsigned long long bytes_out
     cdef public bint closed
+    # Snapshotted at construction so the flush does not touch the transport per client.
+    cdef int fd
+    cdef bint secure
+    # True once the owner made the transport report backlog (pause_writing at a high-water
+    # mark of 0) and keeps ``backlogged`` up to date; only then may the flush skip asking
+    # the transport for its buffer size.
+    cdef public bint tracks_backlog
+    cdef public bint backlogged
     cdef object __weakref__
 
 

@@ -111,6 +111,10 @@ cdef class Subscriber:
     def __init__(self, WSTransport transport, session=None):
         self.transport = transport
         self.session = session
+        self.fd = transport._socket
+        self.secure = transport.is_secure
+        self.tracks_backlog = False
+        self.backlogged = False
         self.group = None
         self.index = -1
         self.skip_bytes = 0
@@ -304,19 +308,36 @@ cdef class Fanout:
         cdef Py_ssize_t n = group.size - sub.skip_bytes
         cdef Py_ssize_t nmsgs = group.pending_msgs - sub.skip_msgs
         cdef Py_ssize_t queued, sent
-        cdef WSTransport tr = sub.transport
+        cdef WSTransport tr   # taken only off the fast path: touching it costs a cache miss
         sub.skip_bytes = group.size
         sub.skip_msgs = group.pending_msgs
-        if n <= 0 or sub.closed or tr.is_disconnected:
+        if n <= 0 or sub.closed:
             return 0
-        if tr.is_secure:
+        if sub.tracks_backlog and not sub.backlogged and not sub.secure:
+            # Fast path: the transport holds nothing (it would have paused us), so a direct
+            # send keeps the byte order and nothing else about the transport is touched.
+            # Measured on the Zipf mix (1000 clients, unique subscription sets): the
+            # transport object's cache misses were the flush's largest user-space cost.
+            sent = send(sub.fd, ptr, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
+            if sent < 0:
+                sent = 0  # EAGAIN, or an error the transport reports on its own write
+            queued = n - sent
+            if queued:
+                # Queued in the transport, which now calls pause_writing: backlogged.
+                tr = sub.transport
+                tr._tr_write(PyBytes_FromStringAndSize(ptr + sent, queued))
+        elif sub.transport.is_disconnected:
+            return 0
+        elif sub.secure:
+            tr = sub.transport
             tr._tr_write(PyBytes_FromStringAndSize(ptr, n))
             queued = tr._tr_get_write_buffer_size()
         else:
+            tr = sub.transport
             queued = tr._tr_get_write_buffer_size()
             if queued == 0:
                 # Nothing buffered in the transport, so a direct send keeps the byte order.
-                sent = send(tr._socket, ptr, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
+                sent = send(sub.fd, ptr, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
                 if sent < 0:
                     # EAGAIN: the socket is full; anything else: let the transport see
                     # the error on its own write and close the connection.

@@ -6,6 +6,7 @@ SUBSCRIBE) and connection events go up to the session object, which implements:
 
     on_connected(transport)        on_text(payload: bytes)      on_binary()
     on_rate_limited()              on_close_frame(code: int)    on_disconnected()
+    on_backlog(flag: bool)         (the transport's pause_writing / resume_writing)
 """
 
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
@@ -62,6 +63,12 @@ cdef class ClientListener(WSListener):
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.session.on_disconnected()
+
+    cpdef pause_writing(self):
+        self.session.on_backlog(True)
+
+    cpdef resume_writing(self):
+        self.session.on_backlog(False)
 
     cdef inline bint _admit(self) noexcept:
         cdef double now

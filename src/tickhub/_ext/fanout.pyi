@@ -27,6 +27,8 @@ class Subscriber:
     messages_out: int
     bytes_out: int
     closed: bool
+    tracks_backlog: bool
+    backlogged: bool
     def __init__(self, transport: Any, session: Any = None) -> None: ...
 
 class Fanout:

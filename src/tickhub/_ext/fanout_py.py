@@ -77,7 +77,7 @@ class Subscriber:
 
     __slots__ = (
         "transport", "session", "group", "index", "skip_bytes", "skip_msgs",
-        "messages_out", "bytes_out", "closed", "__weakref__",
+        "messages_out", "bytes_out", "closed", "tracks_backlog", "backlogged", "__weakref__",
     )
 
     def __init__(self, transport: Any, session: Any = None) -> None:
@@ -90,6 +90,9 @@ class Subscriber:
         self.messages_out = 0
         self.bytes_out = 0
         self.closed = False
+        # Kept for the compiled twin's fast path; this twin always asks the transport.
+        self.tracks_backlog = False
+        self.backlogged = False
 
 
 class Group:

@@ -38,6 +38,12 @@ class ClientListener(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.session.on_disconnected()
 
+    def pause_writing(self) -> None:
+        self.session.on_backlog(True)
+
+    def resume_writing(self) -> None:
+        self.session.on_backlog(False)
+
     def _admit(self) -> bool:
         if self.max_per_second <= 0:
             return True

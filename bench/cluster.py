@@ -35,12 +35,21 @@ import sys
 import time
 from typing import Any
 
-from benchlib import (BENCH, PYTHON, ROOT, Proc, append_jsonl, client_argv, cpu_seconds,
-                      ensure_benchclient, versions)
+from benchlib import (
+    BENCH,
+    PYTHON,
+    ROOT,
+    Proc,
+    append_jsonl,
+    client_argv,
+    cpu_seconds,
+    ensure_benchclient,
+    versions,
+)
 from hub_e2e import free_port, wait_listening
 
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import RedisServer  # noqa: E402
+from servers import RedisServer
 
 RESULTS = BENCH / "results" / "cluster.jsonl"
 

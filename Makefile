@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv build test bench bench-fanout bench-peers bench-e2e bench-rss bench-bus bench-latency bench-memory bench-storm demo cluster-demo clean wheel
+.PHONY: venv build test bench bench-fanout bench-peers bench-e2e bench-rss bench-bus bench-cluster bench-latency bench-memory bench-storm demo cluster-demo clean wheel
 
 venv: $(DEPS)
 
@@ -62,9 +62,13 @@ bench-memory: build
 bench-storm: build
 	$(PY) bench/storm.py
 
-# Upstream events/s through the Redis bus into one gateway.
+# Upstream events/s through the Redis and Kafka buses into one gateway.
 bench-bus: build
 	$(PY) bench/bus.py
+
+# The same load on 1 instance and on 3 instances behind the Redis bus.
+bench-cluster: build
+	$(PY) bench/cluster.py
 
 wheel: $(DEPS)
 	$(PY) -m pip wheel . --no-deps -w dist/

@@ -86,7 +86,7 @@ def client_main(argv: list[str]) -> int:
         stats = benchclient.Stats()
         stats.latency = True
         t0 = time.monotonic()
-        listeners, failed = await _connect_all(args.url, args.connections, 64, 64 * 1024, stats)
+        listeners, failed = await _connect_all([args.url] * args.connections, 64, 64 * 1024, stats)
         _emit(event="connected", connections=len(listeners), failed=failed,
               seconds=round(time.monotonic() - t0, 3))
         await asyncio.sleep(args.warmup)
@@ -121,20 +121,10 @@ def client_main(argv: list[str]) -> int:
 def start_sender(server: str, burst: int, clients: int, rate: float, log: Any) -> tuple[list[Proc], str]:
     """The paced sender (and for tickhub the gateway behind it); returns (procs, client URL)."""
     from fanout import BUN, PEERS, ensure_node_modules
-    from hub_e2e import start_gateway
+    from hub_e2e import start_hub_behind_feeder
 
     if server == "tickhub":
-        feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--rate", f"{rate:.3f}", "--burst", str(burst)],
-                      core=1, stderr=log)
-        try:
-            feeder_port = feeder.read_event(10, "listening")["port"]
-            # The gateway's default 4 MiB slow-consumer limit: a client that falls that far
-            # behind is disconnected and the window fails instead of hiding a queue.
-            gw, port = start_gateway(feeder_port, max_queued=4 << 20, stderr=log)
-        except BaseException:
-            feeder.stop()
-            raise
-        return [gw, feeder], f"ws://127.0.0.1:{port}/ws/btcusdt@trade"
+        return start_hub_behind_feeder(["--rate", f"{rate:.3f}", "--burst", str(burst)], stderr=log)
     ensure_node_modules()
     exe = {"uws": "node", "bun": str(BUN)}[server]
     script = {"uws": "uws_publish.js", "bun": "bun_publish.js"}[server]

@@ -77,6 +77,22 @@ def start_gateway(feeder_port: int, max_queued: int, stderr: Any = None) -> tupl
     return gw, port
 
 
+def start_hub_behind_feeder(feeder_args: list[str], max_queued: int = 4 << 20,
+                            stderr: Any = None) -> tuple[list[Proc], str]:
+    """A feeder (core 1, ``feeder.py`` with ``feeder_args``) and ``tickhub serve`` on it;
+    returns ([gateway, feeder], the client URL of btcusdt@trade). The default 4 MiB is the
+    gateway's own slow-consumer limit: a client that far behind is disconnected and the run
+    fails instead of hiding a queue."""
+    feeder = Proc([PYTHON, str(BENCH / "peers" / "feeder.py"), *feeder_args], core=1, stderr=stderr)
+    try:
+        feeder_port = feeder.read_event(10, "listening")["port"]
+        gw, port = start_gateway(feeder_port, max_queued=max_queued, stderr=stderr)
+    except BaseException:
+        feeder.stop()
+        raise
+    return [gw, feeder], f"ws://127.0.0.1:{port}/ws/btcusdt@trade"
+
+
 def measure(gw: Proc, url: str, clients: int, warmup: float, duration: float,
             latency: bool) -> dict[str, Any]:
     cli = Proc(client_argv(url, clients, warmup, duration, latency=latency), core=1)

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import BENCH, PYTHON, Proc, append_jsonl, client_argv, ensure_benchclient, rss_kb, versions
+from benchlib import BENCH, Proc, append_jsonl, client_argv, ensure_benchclient, rss_kb, versions
 
 RESULTS = BENCH / "results"
 JSONL = RESULTS / "memory.jsonl"
@@ -52,17 +52,10 @@ TARGET_KB = 8.0
 def start_idle_server(server: str, log: Any) -> tuple[list[Proc], str]:
     """The server with nothing to publish; returns (procs, client URL), the server first."""
     from fanout import BUN, PEERS, ensure_node_modules
-    from hub_e2e import start_gateway
+    from hub_e2e import start_hub_behind_feeder
 
     if server == "tickhub":
-        feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--rate", "0"], core=1, stderr=log)
-        try:
-            feeder_port = feeder.read_event(10, "listening")["port"]
-            gw, port = start_gateway(feeder_port, max_queued=4 << 20, stderr=log)  # 4 MiB: the default
-        except BaseException:
-            feeder.stop()
-            raise
-        return [gw, feeder], f"ws://127.0.0.1:{port}/ws/btcusdt@trade"
+        return start_hub_behind_feeder(["--rate", "0"], stderr=log)
     ensure_node_modules()
     exe = {"uws": "node", "bun": str(BUN)}[server]
     script = {"uws": "uws_publish.js", "bun": "bun_publish.js"}[server]

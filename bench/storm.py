@@ -193,17 +193,10 @@ def client_main(argv: list[str]) -> int:
 
 def start_server(server: str, rate: float, log: Any) -> tuple[list[Proc], str]:
     from fanout import PEERS, ensure_node_modules
-    from hub_e2e import start_gateway
+    from hub_e2e import start_hub_behind_feeder
 
     if server == "tickhub":
-        feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--rate", str(rate), "--burst", "1"], core=1, stderr=log)
-        try:
-            feeder_port = feeder.read_event(10, "listening")["port"]
-            gw, port = start_gateway(feeder_port, max_queued=4 << 20, stderr=log)  # 4 MiB: the default
-        except BaseException:
-            feeder.stop()
-            raise
-        return [gw, feeder], f"ws://127.0.0.1:{port}/ws/btcusdt@trade"
+        return start_hub_behind_feeder(["--rate", str(rate), "--burst", "1"], stderr=log)
     ensure_node_modules()
     pub = Proc(["node", str(PEERS / "uws_publish.js"), "1", "0", str(rate)], core=0, stderr=log)
     try:

@@ -178,6 +178,34 @@ def _edges(pid: int) -> tuple[float, float]:
     return cpu_seconds(pid)
 
 
+def _measured_window(srv: Proc, cli: Proc, warmup: float, duration: float) -> dict[str, Any]:
+    """Wait for the client's measured window and read the publisher around it: CPU edges,
+    send syscalls, its counters (``snap``) before and after, and its RSS."""
+    w: dict[str, Any] = {"connected": cli.read_event(60, "connected")}
+    cli.read_event(warmup + 30, "window_start")
+    counter = SyscallCounter(srv.pid)
+    w["e0"] = _edges(srv.pid)
+    srv.command("snap")
+    w["snap0"] = srv.read_event(5, "snap")
+    w["result"] = cli.read_event(duration + 30, "result")
+    w["e1"] = _edges(srv.pid)
+    w["sends"] = counter.stop()
+    srv.command("snap")
+    w["snap1"] = srv.read_event(5, "snap")
+    w["rss"] = rss_kb(srv.pid)
+    return w
+
+
+def _publisher_row(server: str, burst: int, clients: int, transport: str, w: dict[str, Any]) -> dict[str, Any]:
+    snap0, snap1 = w["snap0"], w["snap1"]
+    srv_delivered = snap1["delivered"] - snap0["delivered"]
+    app_writes = None
+    if snap0.get("writes") is not None and srv_delivered:
+        app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
+    return _row(server, burst, clients, transport, w["connected"], w["result"], w["e0"], w["e1"],
+                w["rss"], w["sends"], app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+
+
 def run_publisher(server: str, burst: int, clients: int, warmup: float, duration: float,
                   transport: str) -> dict[str, Any]:
     """One measured run of a publisher; always stops both subprocesses."""
@@ -188,29 +216,13 @@ def run_publisher(server: str, burst: int, clients: int, warmup: float, duration
     try:
         port = srv.read_event(15, "listening")["port"]
         cli = Proc(client_argv(f"ws://127.0.0.1:{port}/", clients, warmup, duration), core=1)
-        connected = cli.read_event(60, "connected")
-        cli.read_event(warmup + 30, "window_start")
-        counter = SyscallCounter(srv.pid)
-        e0 = _edges(srv.pid)
-        srv.command("snap")
-        snap0 = srv.read_event(5, "snap")
-        result = cli.read_event(duration + 30, "result")
-        e1 = _edges(srv.pid)
-        sends = counter.stop()
-        srv.command("snap")
-        snap1 = srv.read_event(5, "snap")
-        rss = rss_kb(srv.pid)
+        w = _measured_window(srv, cli, warmup, duration)
     finally:
         if cli is not None:
             cli.stop()
         srv.stop()
         log.close()
-    srv_delivered = snap1["delivered"] - snap0["delivered"]
-    app_writes = None
-    if snap0.get("writes") is not None and srv_delivered:
-        app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
-    return _row(server, burst, clients, transport, connected, result, e0, e1, rss, sends,
-                app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+    return _publisher_row(server, burst, clients, transport, w)
 
 
 def write_mix(path: Any, clients: int, seed: int = MIX_SEED, zipf_s: float = MIX_ZIPF_S) -> dict[str, Any]:
@@ -289,18 +301,7 @@ def run_mix(server: str, burst: int, clients: int, warmup: float, duration: floa
         port = srv.read_event(15, "listening")["port"]
         argv = client_argv(f"ws://127.0.0.1:{port}/", clients, warmup, duration)
         cli = Proc(argv + ["--assignment", str(MIX_FILE), "--increasing", "--drain"], core=1)
-        connected = cli.read_event(60, "connected")
-        cli.read_event(warmup + 30, "window_start")
-        counter = SyscallCounter(srv.pid)
-        e0 = _edges(srv.pid)
-        srv.command("snap")
-        snap0 = srv.read_event(5, "snap")
-        result = cli.read_event(duration + 30, "result")
-        e1 = _edges(srv.pid)
-        sends = counter.stop()
-        srv.command("snap")
-        snap1 = srv.read_event(5, "snap")
-        rss = rss_kb(srv.pid)
+        w = _measured_window(srv, cli, warmup, duration)
         srv.command("stop")
         published = srv.read_event(5, "stopped")["published"]
         cli.command("drain")
@@ -310,12 +311,7 @@ def run_mix(server: str, burst: int, clients: int, warmup: float, duration: floa
             cli.stop()
         srv.stop()
         log.close()
-    srv_delivered = snap1["delivered"] - snap0["delivered"]
-    app_writes = None
-    if snap0.get("writes") is not None and srv_delivered:
-        app_writes = (snap1["writes"] - snap0["writes"]) / srv_delivered
-    row = _row(server, burst, clients, transport, connected, result, e0, e1, rss, sends,
-               app_writes=app_writes, paused=snap1["paused"] - snap0["paused"])
+    row = _publisher_row(server, burst, clients, transport, w)
     expected = mix_expected(mix, published)
     got = drained["per_conn_frames"]
     wrong = sum(1 for e, g in zip(expected, got) if e != g) + abs(len(expected) - len(got))

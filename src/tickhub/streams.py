@@ -62,9 +62,6 @@ class StreamRegistry:
         del self.topics[key]
         self.bus.unsubscribe(ref)
 
-    def refcount(self, ref: StreamRef) -> int:
-        return self._refs.get(ref.key.encode(), 0)
-
     def on_data(self, key: bytes, payload: bytes) -> None:
         """Upstream event for stream ``key``: publish it to the local subscribers."""
         topic = self.topics.get(key)

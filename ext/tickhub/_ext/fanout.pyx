@@ -212,13 +212,6 @@ cdef class Fanout:
         """Queue one message (a complete JSON text payload) for every subscriber of ``topic``."""
         self._publish(topic, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
-    def publish_slice(self, Topic topic not None, bytes buf not None, Py_ssize_t start, Py_ssize_t end):
-        """``publish(topic, buf[start:end])`` without making the slice (upstream frames
-        carry the payload inside a combined wrapper)."""
-        if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
-            raise ValueError("slice out of range")
-        self._publish(topic, PyBytes_AS_STRING(buf) + start, end - start)
-
     cdef int _publish(self, Topic topic, const char* data, Py_ssize_t n) except -1:
         cdef unsigned char raw_hdr[10]
         cdef unsigned char comb_hdr[10]

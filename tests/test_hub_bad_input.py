@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 import urllib.error
@@ -271,6 +272,28 @@ async def test_oversized_frame_closes_with_1009(make_hub):
         finally:
             transport.disconnect()
         await w.still_receives()
+
+
+async def test_a_flood_of_protocol_errors_logs_one_line_a_second(make_hub, caplog):
+    """picows logs each client's protocol error at ERROR; 20 oversized frames within a
+    second must not write 20 lines (a misbehaving client must not flood the log)."""
+    hub = await make_hub(max_frame_size=4096)
+    caplog.set_level(logging.INFO, logger="tickhub.picows")
+    await asyncio.sleep(1.1)  # past the limiter's window of any earlier test's record
+    pairs = [await _raw_connect(f"{hub.url}/ws") for _ in range(20)]
+    try:
+        for transport, _ in pairs:
+            transport.send(WSMsgType.TEXT, b" " * 5000)
+        for _, client in pairs:
+            assert await _closed_with(client) == 1009
+    finally:
+        for transport, _ in pairs:
+            transport.disconnect()
+    records = [r for r in caplog.records if r.name.startswith("tickhub.picows")]
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 2, [r.getMessage() for r in errors]
+    # 20 connects and 20 disconnects at INFO are kept to about one line a second too
+    assert len(records) <= 6, [r.getMessage() for r in records]
 
 
 async def test_oversized_fragmented_message_closes_with_1009(make_hub):

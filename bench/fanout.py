@@ -78,7 +78,7 @@ PUBLISHERS = {
     "picows-naive": ("python", "picows_naive.py"),
     "websockets.broadcast": ("python", "websockets_broadcast.py"),
 }
-#: relay kind -> paced_feeder.py --mode
+#: relay kind -> feeder.py --mode
 RELAYS = {"tickhub-relay": "paced", "tickhub-relay-flat": "flat"}
 #: display order of the table
 SERVERS = ["tickhub-relay", "tickhub", "uws", "bun", "node-ws", "picows-naive",
@@ -376,7 +376,7 @@ def run_relay(server: str, burst: int, clients: int, warmup: float, duration: fl
     from hub_e2e import start_gateway
 
     log = _server_log(server, burst)
-    feeder = Proc([PYTHON, str(PEERS / "paced_feeder.py"), "--burst", str(burst),
+    feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--burst", str(burst),
                    "--mode", RELAYS[server]], core=1, stderr=log)
     gw: Proc | None = None
     cli: Proc | None = None

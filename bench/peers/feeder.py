@@ -1,18 +1,56 @@
-"""A minimal Binance-compatible upstream for the hub benchmarks.
+"""A minimal Binance-compatible upstream for the hub benchmarks, in three pacing modes.
 
 A picows server speaking the parts of Binance's ``/stream`` protocol the hub's upstream
-uses: it answers ``SUBSCRIBE`` / ``UNSUBSCRIBE`` with ``{"result":null,"id":N}`` and then
-sends ``{"stream":"btcusdt@trade","data":{...,"t":<seq>,"T":<monotonic ns>,...}}`` to every
-connection subscribed to ``btcusdt@trade``, in bursts of ``--burst`` frames per socket
-write, at ``--rate`` messages per second (paced against a deadline, so a late timer
-catches up with back-to-back bursts). ``"T"`` is ``time.monotonic_ns()`` when the burst
-was built, so a client on the same machine measures end-to-end latency as ``now - T``.
+uses: it answers ``SUBSCRIBE`` / ``UNSUBSCRIBE`` with ``{"result":null,"id":N}`` (and
+``LIST_SUBSCRIPTIONS`` with the connection's streams), tracks which of its streams each
+connection subscribed, and sends combined frames ``{"stream":"<name>","data":{...}}``
+only on subscribed streams. Names it does not serve are acknowledged and never sent,
+like a Binance stream with no traffic. One socket write carries one burst of ``--burst``
+frames.
 
-Why not the simulator: its event times are milliseconds of wall clock, too coarse for
-µs latency. ``--rate 0`` sends nothing (idle-memory measurement).
+``--mode rate`` (default; bench/latency.py, memory.py, storm.py, hub_e2e.py, cluster.py,
+idle_rss.py): ``btcusdt@trade`` to every subscribed connection at ``--rate`` messages per
+second, paced against a deadline (a late timer catches up with back-to-back bursts), from
+the start. ``"T"`` is ``time.monotonic_ns()`` when the burst was built, so a client on the
+same machine measures end-to-end latency as ``now - T``. Why not the simulator: its
+event times are milliseconds of wall clock, too coarse for µs latency. ``--rate 0``
+sends nothing (idle-memory measurement).
 
-stdin commands: ``rate <msgs/s>`` changes the rate; ``snap`` prints the counters.
-Usage: ``feeder.py --rate 2000 --burst 10`` (first stdout line: ``{"event":"listening",...}``).
+The two other modes serve bench/fanout.py's relay cells. A publisher peer is handed
+exactly B messages per loop turn; a relay is handed whatever its upstream socket holds
+when it reads, so to compare like with like the upstream must send the next burst of B
+only after the hub has read the last one. They send to one connection (one hub, one
+upstream connection) and nothing before ``go`` on stdin:
+
+* ``--mode paced``: after each burst it sends a WebSocket PING and waits for the PONG.
+  tickhub's upstream connection answers a ping in its frame callback, right after the
+  burst's data frames from the same read, so the pong means exactly "the hub has read and
+  published the burst" — its fan-out flush of that burst then runs while the next burst
+  travels, and the hub reads about B messages per turn.
+* ``--mode flat``: bursts back to back, waiting only while its transport asks to pause
+  writing (above its high-water mark, resumed as soon as the hub has read enough): the
+  hub reads as much as its socket holds, which is what it does under a real burst.
+
+Mix workload (paced and flat; ``BENCH_MIX=<file>`` in the environment, as for the
+publishers, see common.py's MixWorkload): the file's 400 streams instead of
+``btcusdt@trade``. A burst is the next B messages ``t`` of the publish sequence, message
+``t`` on stream ``sequence[t % len]`` with data ``head + str(t) + tail`` — except that the
+top-level ``"u"`` (update id) in the tail becomes ``u + t``: the hub drops an event whose
+update id does not increase as a duplicate (its rotation-overlap check, as Binance's
+ids do increase), and ``u + t`` has as many digits as ``u``, so every payload keeps the
+publishers' size. A message on a stream the hub has not subscribed is not sent (Binance
+would not send it, and no client expects it) but still uses up its ``t``, so the harness
+can compute what every client must receive from ``published`` alone. ``go`` must come
+once the hub has subscribed every stream a client uses (``streams_subscribed`` in
+``snap``); ``stop`` ends sending after the current burst and answers
+``{"event":"stopped","published":N}`` (messages of the sequence used up, sent or not).
+
+stdin commands: ``rate <msgs/s>`` (rate mode), ``go``, ``stop``, ``snap`` (prints the
+counters: ``sent`` frames, ``published`` sequence messages, ``skipped`` unsubscribed ones,
+``bursts``, ``pings``, ``waits``, ``writes``, ``subscribed`` connections,
+``streams_subscribed``, ``rate``). EOF ends the process.
+Usage: ``feeder.py --rate 2000 --burst 10``, ``feeder.py --mode paced --burst 10``
+(first stdout line: ``{"event":"listening","port":...}``).
 """
 
 from __future__ import annotations
@@ -20,15 +58,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import time
 
 import orjson
 import picows
 import uvloop
 
-from common import emit
+from benchlib import trade_payload
+from common import MixWorkload, emit
 
 STREAM = "btcusdt@trade"
+#: a tail's top-level update id: ``,"u":<digits>`` (the mix templates start with ``{"t":``)
+_UPDATE_ID = re.compile(rb',"u":(\d+)')
 
 
 def _frame(payload: bytes) -> bytes:
@@ -41,93 +83,239 @@ def _frame(payload: bytes) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
+class MixFrames:
+    """Builds the combined frame of mix message ``t`` from the workload file."""
+
+    def __init__(self, mix: MixWorkload) -> None:
+        self.names = mix.names
+        self.sequence = mix.sequence
+        self.heads: list[bytes] = []
+        self.middles: list[bytes] = []
+        self.update_ids: list[int] = []
+        self.ends: list[bytes] = []
+        for name, head, tail in zip(mix.names, mix.heads, mix.tails):
+            self.heads.append(b'{"stream":"' + name.encode() + b'","data":' + head)
+            found = _UPDATE_ID.search(tail)
+            if found is None:  # no update id: nothing for the hub to de-duplicate on
+                self.middles.append(b"")
+                self.update_ids.append(-1)
+                self.ends.append(tail + b"}")
+            else:
+                self.middles.append(tail[:found.start(1)])
+                self.update_ids.append(int(found.group(1)))
+                self.ends.append(tail[found.end(1):] + b"}")
+
+    def frame(self, t: int) -> tuple[int, bytes]:
+        """(stream index, frame) of message ``t``."""
+        s = self.sequence[t % len(self.sequence)]
+        uid = self.update_ids[s]
+        if uid < 0:
+            return s, _frame(b"%s%d%s" % (self.heads[s], t, self.ends[s]))
+        return s, _frame(b"%s%d%s%d%s" % (self.heads[s], t, self.middles[s], uid + t, self.ends[s]))
+
+
 class Feeder:
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, mode: str, rate: float, burst: int, mix: MixWorkload | None) -> None:
+        self.mode = mode
         self.rate = rate
         self.burst = burst
-        self.subscribed: list[picows.WSTransport] = []
-        self.sent = 0
+        self.mix = None if mix is None else MixFrames(mix)
+        self.names = [STREAM] if mix is None else mix.names
+        self.index = {name: i for i, name in enumerate(self.names)}
+        #: connection -> indices of the streams it subscribed (insertion-ordered)
+        self.subscriptions: dict[picows.WSTransport, dict[int, None]] = {}
+        self.started = asyncio.Event()
+        self.stopped = False
+        self.pong: asyncio.Future[None] | None = None
+        self.seq = 0  # next message number (published)
+        self.sent = 0  # frames written (to the first connection in paced/flat mode)
         self.writes = 0
-        self.seq = 0
-        self.prefix = b'{"stream":"' + STREAM.encode() + b'","data":'
+        self.bursts = 0
+        self.pings = 0
+        self.waits = 0  # flat mode: times the hub had not read enough and the feeder waited
+        self.writable = asyncio.Event()  # cleared while the transport asks to pause writing
+        self.writable.set()
+
+    # ----------------------------------------------------------------- protocol
+    def _subscribers(self, stream: int) -> list[picows.WSTransport]:
+        return [tr for tr, subs in self.subscriptions.items() if stream in subs]
+
+    def streams_subscribed(self) -> int:
+        """Distinct served streams some connection subscribed."""
+        return len(set().union(*self.subscriptions.values())) if self.subscriptions else 0
+
+    def on_request(self, transport: picows.WSTransport, payload: bytes) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, for every mode."""
+        try:
+            req = orjson.loads(payload)
+            method, params, req_id = req["method"], req.get("params", []), req["id"]
+            streams = [self.index[p] for p in params if isinstance(p, str) and p in self.index]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            transport.send(picows.WSMsgType.TEXT, b'{"code":2,"msg":"Invalid request"}')
+            return
+        subs = self.subscriptions.get(transport)
+        result: list[str] | None = None
+        if method == "SUBSCRIBE" and streams:
+            if subs is None:
+                subs = self.subscriptions[transport] = {}
+            subs.update(dict.fromkeys(streams))
+        elif method == "UNSUBSCRIBE" and subs is not None:
+            for s in streams:
+                subs.pop(s, None)
+            if not subs:
+                del self.subscriptions[transport]
+        elif method == "LIST_SUBSCRIPTIONS":
+            result = [self.names[s] for s in subs] if subs else []
+        transport.send(picows.WSMsgType.TEXT, orjson.dumps({"result": result, "id": req_id}))
 
     def listener(self) -> picows.WSListener:
         feeder = self
 
         class Conn(picows.WSListener):
             def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-                if frame.msg_type == picows.WSMsgType.TEXT:
-                    try:
-                        req = orjson.loads(frame.get_payload_as_bytes())
-                        method, params, req_id = req["method"], req.get("params", []), req["id"]
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        transport.send(picows.WSMsgType.TEXT,
-                                       b'{"code":2,"msg":"Invalid request"}')
-                        return
-                    if method == "SUBSCRIBE" and STREAM in params and transport not in feeder.subscribed:
-                        feeder.subscribed.append(transport)
-                    elif method == "UNSUBSCRIBE" and STREAM in params and transport in feeder.subscribed:
-                        feeder.subscribed.remove(transport)
-                    if method == "LIST_SUBSCRIPTIONS":
-                        result = [STREAM] if transport in feeder.subscribed else []
-                        transport.send(picows.WSMsgType.TEXT, orjson.dumps({"result": result, "id": req_id}))
-                    else:
-                        transport.send(picows.WSMsgType.TEXT, orjson.dumps({"result": None, "id": req_id}))
-                elif frame.msg_type == picows.WSMsgType.CLOSE:
+                msg_type = frame.msg_type
+                if msg_type == picows.WSMsgType.PONG:
+                    if feeder.pong is not None and not feeder.pong.done():
+                        feeder.pong.set_result(None)
+                elif msg_type == picows.WSMsgType.TEXT:
+                    feeder.on_request(transport, frame.get_payload_as_bytes())
+                elif msg_type == picows.WSMsgType.CLOSE:
                     transport.send_close(frame.get_close_code())
                     transport.disconnect()
 
             def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
-                if transport in feeder.subscribed:
-                    feeder.subscribed.remove(transport)
+                feeder.subscriptions.pop(transport, None)
+                feeder.writable.set()
+
+            def pause_writing(self) -> None:
+                feeder.writable.clear()
+
+            def resume_writing(self) -> None:
+                feeder.writable.set()
 
         return Conn()
 
-    def _burst_bytes(self) -> bytes:
-        now = time.monotonic_ns()
-        parts = []
-        for _ in range(self.burst):
-            payload = (
-                b'{"e":"trade","E":1723456789123,"s":"BTCUSDT","t":%d,"p":"61234.56000000",'
-                b'"q":"0.00125000","T":%d,"m":true,"M":true}' % (self.seq, now)
-            )
-            self.seq += 1
-            parts.append(_frame(self.prefix + payload + b"}"))
-        return b"".join(parts)
+    # ----------------------------------------------------------------- bursts
+    def _trade_burst(self, sent_ns: int) -> bytes:
+        seq = self.seq
+        self.seq += self.burst
+        return b"".join(_frame(b'{"stream":"btcusdt@trade","data":' + trade_payload(s, sent_ns) + b"}")
+                        for s in range(seq, seq + self.burst))
 
-    async def run(self) -> None:
-        """Send ``burst``-sized writes so that ``sent`` tracks ``rate × elapsed``."""
+    def _mix_burst(self, subs: dict[int, None]) -> tuple[bytes, int]:
+        """The next B sequence messages that ``subs`` wants, and how many frames that is."""
+        assert self.mix is not None
+        frames = []
+        for t in range(self.seq, self.seq + self.burst):
+            stream, frame = self.mix.frame(t)
+            if stream in subs:
+                frames.append(frame)
+        self.seq += self.burst
+        return b"".join(frames), len(frames)
+
+    async def run_rate(self) -> None:
+        """Send ``burst``-sized writes so that ``seq`` tracks ``rate × elapsed``."""
         t0 = time.monotonic()
         base = 0
         rate = self.rate
         while True:
-            if self.rate != rate or not self.subscribed or rate <= 0:
+            subscribers = self._subscribers(0)
+            if self.rate != rate or not subscribers or rate <= 0:
                 # Rate changed or nobody listens: restart the schedule from now.
                 rate = self.rate
-                t0, base = time.monotonic(), self.sent
-                if not self.subscribed or rate <= 0:
+                t0, base = time.monotonic(), self.seq
+                if not subscribers or rate <= 0:
                     await asyncio.sleep(0.01)
                     continue
             due = base + rate * (time.monotonic() - t0)
-            while self.sent + self.burst <= due:
-                data = self._burst_bytes()
-                for tr in self.subscribed:
+            while self.seq + self.burst <= due:
+                data = self._trade_burst(time.monotonic_ns())
+                for tr in subscribers:
                     tr.underlying_transport.write(data)
                     self.writes += 1
                 self.sent += self.burst
-            wait = (self.sent + self.burst - base) / rate - (time.monotonic() - t0)
+                self.bursts += 1
+            wait = (self.seq + self.burst - base) / rate - (time.monotonic() - t0)
             await asyncio.sleep(max(wait, 0.0))
+
+    async def run_turns(self) -> None:
+        """Paced or flat: one burst per write to the hub's connection, from ``go`` to ``stop``.
+        Counters are updated when the burst is written, so ``stop`` (handled between two
+        awaits) always sees the final count."""
+        await self.started.wait()
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.stopped or not self.subscriptions:
+                await asyncio.sleep(0.01)
+                continue
+            tr, subs = next(iter(self.subscriptions.items()))  # one hub, one upstream connection
+            if self.mix is None:
+                data, frames = self._trade_burst(1723456789122), self.burst
+            else:
+                data, frames = self._mix_burst(subs)
+            if self.mode == "paced":
+                self.pong = loop.create_future()
+                tr.underlying_transport.write(data)
+                tr.send_ping(b"%d" % self.bursts)
+                self._count(frames)
+                self.pings += 1
+                try:
+                    await asyncio.wait_for(self.pong, 5.0)
+                except asyncio.TimeoutError:
+                    continue  # hub gone or reconnecting; the loop re-reads `subscriptions`
+            else:
+                tr.underlying_transport.write(data)
+                self._count(frames)
+                if not self.writable.is_set():
+                    self.waits += 1
+                    await self.writable.wait()  # resumed as soon as the hub has read enough
+                elif self.bursts % 16 == 0:
+                    await asyncio.sleep(0)  # let the loop read the hub's frames now and then
+
+    def _count(self, frames: int) -> None:
+        self.sent += frames
+        self.writes += 1
+        self.bursts += 1
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "sent": self.sent, "published": self.seq, "skipped": self.seq - self.sent,
+            "bursts": self.bursts, "pings": self.pings, "waits": self.waits, "writes": self.writes,
+            "subscribed": len(self.subscriptions), "streams_subscribed": self.streams_subscribed(),
+            "rate": self.rate,
+        }
+
+    def command(self, line: str) -> None:
+        cmd = line.split()
+        if cmd[:1] == ["rate"] and len(cmd) == 2:
+            self.rate = float(cmd[1])
+        elif cmd == ["go"]:
+            self.started.set()
+        elif cmd == ["stop"]:
+            self.stopped = True  # between two bursts: ``seq`` is final
+            emit(event="stopped", published=self.seq)
+        elif cmd == ["snap"]:
+            emit(event="snap", **self.snapshot())
 
 
 async def main() -> None:
     p = argparse.ArgumentParser(description="Binance-shaped upstream for the hub benchmarks")
-    p.add_argument("--rate", type=float, default=1000.0, help="messages per second (0: silent)")
+    p.add_argument("--mode", choices=("rate", "paced", "flat"), default="rate",
+                   help="rate: at --rate from the start; paced: next burst after the hub's pong; "
+                        "flat: back to back (paced and flat wait for 'go')")
+    p.add_argument("--rate", type=float, default=1000.0, help="rate mode: messages per second (0: silent)")
     p.add_argument("--burst", type=int, default=10, help="messages per socket write")
     args = p.parse_args()
-    feeder = Feeder(args.rate, args.burst)
+    if args.burst < 1:
+        p.error("--burst must be >= 1")
+    mix = MixWorkload.from_env()
+    if mix is not None and args.mode == "rate":
+        p.error("BENCH_MIX needs --mode paced or flat (rate mode stamps trades for latency)")
+    feeder = Feeder(args.mode, args.rate, args.burst, mix)
     server = await picows.ws_create_server(lambda _req: feeder.listener(), "127.0.0.1", 0)
     emit(event="listening", port=server.sockets[0].getsockname()[1])
     loop = asyncio.get_running_loop()
+    buf = bytearray()
 
     def readable() -> None:
         data = os.read(0, 4096)
@@ -135,16 +323,14 @@ async def main() -> None:
             loop.remove_reader(0)
             loop.stop()
             return
-        for line in data.decode().splitlines():
-            cmd = line.split()
-            if cmd[:1] == ["rate"] and len(cmd) == 2:
-                feeder.rate = float(cmd[1])
-            elif cmd[:1] == ["snap"]:
-                emit(event="snap", sent=feeder.sent, writes=feeder.writes,
-                     subscribed=len(feeder.subscribed), rate=feeder.rate)
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            feeder.command(line.decode())
 
     loop.add_reader(0, readable)
-    await feeder.run()
+    await (feeder.run_rate() if args.mode == "rate" else feeder.run_turns())
 
 
 if __name__ == "__main__":

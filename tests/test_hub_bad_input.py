@@ -274,6 +274,39 @@ async def test_oversized_frame_closes_with_1009(make_hub):
         await w.still_receives()
 
 
+def _disconnects(hub: Any, code: str) -> float:
+    """tickhub_disconnects_total{code=...} as /metrics shows it."""
+    prefix = f'tickhub_disconnects_total{{code="{code}"}} '
+    for line in hub.metrics.render()[0].decode().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    raise AssertionError(f"no {prefix!r} in /metrics")
+
+
+async def test_every_disconnect_is_counted_once_by_its_close_code(make_hub):
+    """Closes picows sends on its own (an oversized frame) and peers that vanish without a
+    close frame show up in tickhub_disconnects_total like the hub's own closes."""
+    hub = await make_hub(max_frame_size=4096)
+    transport, client = await _raw_connect(f"{hub.url}/ws")
+    transport.send(WSMsgType.TEXT, b" " * 5000)
+    assert await _closed_with(client) == 1009
+    await wait_for(lambda: not hub.sessions, 3)
+    assert _disconnects(hub, "MESSAGE_TOO_BIG") == 1
+
+    transport, client = await _raw_connect(f"{hub.url}/ws")
+    await wait_for(lambda: len(hub.sessions) == 1, 3)
+    transport.underlying_transport.abort()  # TCP reset, no close frame
+    await wait_for(lambda: not hub.sessions, 3)
+    assert _disconnects(hub, "ABNORMAL_CLOSURE") == 1
+
+    transport, client = await _raw_connect(f"{hub.url}/ws")
+    transport.send_close(1000)
+    await _closed_with(client)
+    await wait_for(lambda: not hub.sessions, 3)
+    assert _disconnects(hub, "NORMAL") == 1
+    assert _disconnects(hub, "MESSAGE_TOO_BIG") == 1 and _disconnects(hub, "ABNORMAL_CLOSURE") == 1
+
+
 async def test_a_flood_of_protocol_errors_logs_one_line_a_second(make_hub, caplog):
     """picows logs each client's protocol error at ERROR; 20 oversized frames within a
     second must not write 20 lines (a misbehaving client must not flood the log)."""

@@ -25,7 +25,9 @@ tickhub_rejected_upgrades_total         counter    reason     upgrades refused (
                                                               limits...), by short reason
 tickhub_client_errors_total             counter    code       error replies sent, by Binance code
 tickhub_disconnects_total               counter    code       connections closed, by close code
-                                                              name (``SLOW_CONSUMER``...)
+                                                              name (``SLOW_CONSUMER``...);
+                                                              ``ABNORMAL_CLOSURE``: the peer
+                                                              left without a close frame
 tickhub_subscriptions                   gauge                 client subscriptions held now
 tickhub_slow_consumer_disconnects_total counter               clients dropped for falling behind
 tickhub_upstream_connections            gauge      exchange   upstream connections open now
@@ -73,6 +75,9 @@ FANOUT_LATENCY_BUCKETS = (
 )
 #: Binance's error codes (protocol errors), created at zero so rate() works from the start.
 _CLIENT_ERROR_CODES = ("0", "1", "2", "3")
+#: disconnects_total's label when the connection ended without a close frame from the hub
+#: (the peer vanished): 1006's name; that code is only reported, never sent (RFC 6455 §7.4.1)
+ABNORMAL_CLOSURE = "ABNORMAL_CLOSURE"
 
 
 class _SourceCollector(Collector):
@@ -165,6 +170,7 @@ class HubMetrics:
 
         for code in CloseCode:
             self.disconnects_total.labels(code=code.name)
+        self.disconnects_total.labels(code=ABNORMAL_CLOSURE)
         for error_code in _CLIENT_ERROR_CODES:
             self.client_errors_total.labels(code=error_code)
 

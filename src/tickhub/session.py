@@ -29,6 +29,7 @@ import orjson
 
 from ._ext import fanout as _fanout
 from .errors import CloseCode, ProtocolError
+from .metrics import ABNORMAL_CLOSURE
 from .names import StreamRef, in_time_unit
 from .protocol import Request, encode_error, encode_result, parse_request
 
@@ -124,6 +125,11 @@ class Session:
             self.sub.backlogged = backlogged
 
     def on_disconnected(self) -> None:
+        if not self.closing:
+            # Not closed by the hub's own close(): picows closed it on a protocol error
+            # (oversized frame, bad framing), or the peer vanished without a close frame.
+            self.closing = True
+            self.gateway.metrics.disconnects_total.labels(code=self._unsolicited_close_code()).inc()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
         if self._abort_timer is not None:
@@ -140,6 +146,17 @@ class Session:
         self.streams.clear()
         self._topics.clear()
         self.gateway.session_closed(self)
+
+    def _unsolicited_close_code(self) -> str:
+        """The disconnect's label: the close code picows sent, else ABNORMAL_CLOSURE."""
+        handshake = getattr(self.transport, "close_handshake", None)
+        sent = handshake.sent if handshake is not None else None
+        if sent is not None:
+            try:
+                return CloseCode(int(sent.code)).name
+            except ValueError:
+                return str(int(sent.code))
+        return ABNORMAL_CLOSURE
 
     def on_text(self, payload: bytes) -> None:
         if self.closing:

@@ -83,3 +83,24 @@ async def test_replay_refused_with_a_clear_reason(make_hub, kafka):
     off = await make_hub(kafka_broker_url=kafka.bootstrap, replay_max_seconds=0)
     status, body = await asyncio.to_thread(_http_status, off.port, "/ws/btcusdt@trade?replay=5")
     assert status == 400 and b"turned off" in body
+
+
+async def test_replays_over_the_cap_are_refused_with_503_until_one_finishes(make_hub, kafka):
+    hub = await make_hub(kafka_broker_url=kafka.bootstrap, max_replays=2)
+    async with websockets.connect(f"{hub.url}/ws/btcusdt@trade", max_queue=None) as first:
+        await recv_json(first, 20)  # the log holds some history
+        # Two streams in one URL are two replays: the cap is full while they run.
+        async with websockets.connect(
+                f"{hub.url}/stream?streams=btcusdt@trade/ethusdt@trade&replay=30", max_queue=None) as both:
+            assert hub.replays_running == 2
+            status, body = await asyncio.to_thread(_http_status, hub.port, "/ws/bnbusdt@trade?replay=5")
+            assert status == 503 and b"too many replays" in body, (status, body)
+            # live-only clients are not affected by the cap
+            async with websockets.connect(f"{hub.url}/ws/bnbusdt@trade") as live:
+                assert (await recv_json(live, 1))[0]["s"] == "BNBUSDT"
+            await recv_json(both, 40)  # history, then live: both replays joined the stream
+    async with asyncio.timeout(15):
+        while hub.replays_running:
+            await asyncio.sleep(0.05)
+    async with websockets.connect(f"{hub.url}/ws/bnbusdt@trade?replay=5") as again:
+        assert (await recv_json(again, 1))[0]["s"] == "BNBUSDT"

@@ -199,6 +199,11 @@ class Config:
         positive=True,
         doc="Most events one replay delivers per stream; older ones are left out (the "
             "replay starts later). Must be > 0.")
+    max_replays: int = _setting(
+        64, env="TICKHUB_MAX_REPLAYS", flag="--max-replays", kind="int", minimum=0,
+        doc="Replays (one per stream of a ?replay= URL, each its own Kafka consumer) running "
+            "at once on this hub; a connection that would go over it is refused with HTTP 503 "
+            "and may retry. 0: no limit.")
     binance_ws_url: str = _setting(
         "wss://stream.binance.com:9443", env="BINANCE_WS_URL", flag="--binance-ws-url",
         kind="str", doc="Binance Spot stream base URL (point it at `tickhub simulate`).")

@@ -162,6 +162,8 @@ class Gateway:
         self._upstreams = upstreams
         self.upstreams: dict[str, Any] = {}
         self.sessions: dict[int, Session] = {}
+        #: replay tasks running now (capped by config.max_replays)
+        self.replays_running = 0
         self.server: asyncio.Server | None = None
         self.port = 0
         self.draining = False
@@ -389,6 +391,13 @@ class Gateway:
         maxs = self.config.max_streams_per_connection
         if maxs and len(unique) > maxs:
             return self._reject(400, f"too many streams (at most {maxs} per connection)", "too_many_streams")
+        max_replays = self.config.max_replays
+        if route.replay is not None and max_replays and self.replays_running + len(unique) > max_replays:
+            # Each replay is a Kafka consumer of its own: a burst of them must not exhaust
+            # the hub or the broker. The session starts them in this same callback (picows
+            # calls on_ws_connected right after the handshake), so the count cannot race.
+            return self._reject(503, f"too many replays in progress (at most {max_replays}); "
+                                     "try again later", "replay_busy")
         peer = request.headers.get("X-Forwarded-For", "")
         session = Session(self, principal, list(unique.values()), route.combined, peer,
                           replay=route.replay, time_unit=route.time_unit)
@@ -414,12 +423,18 @@ class Gateway:
         from .bus.replay import replay_stream
 
         assert self.config.kafka_broker_url is not None
-        return self.loop.create_task(replay_stream(
+        task = self.loop.create_task(replay_stream(
             self.config.kafka_broker_url, ref, seconds, self.config.replay_max_messages,
             lambda: self.bus.live_last_id(ref.key),
             lambda payload: session.send_event(ref, payload),
             lambda: session.replay_done(ref),
         ), name=f"tickhub-replay-{ref.key}")
+        self.replays_running += 1
+        task.add_done_callback(self._replay_finished)
+        return task
+
+    def _replay_finished(self, _task: asyncio.Task[int]) -> None:
+        self.replays_running -= 1
 
     def _reject(self, status: int, body: str, reason: str) -> Any:
         self.metrics.rejected_upgrades_total.labels(reason=reason).inc()
@@ -499,6 +514,8 @@ class Gateway:
         m.add_counter_source("bytes_out", "Bytes written to clients", lambda: fo.bytes_out)
         m.add_counter_source("fanout_writes", "Transport writes to clients", lambda: fo.writes)
         m.add_gauge_source("streams", "Streams with local subscribers", lambda: len(self.registry.topics))
+        m.add_gauge_source("replays_running", "Replays from the Kafka log running now",
+                           lambda: self.replays_running)
         m.add_gauge_source(
             "fanout_last_flush_latency_seconds",
             "Time from the first publish of the last loop turn to the end of its flush",
@@ -510,6 +527,7 @@ class Gateway:
             "implementation": _ext.IMPLEMENTATION,
             "draining": self.draining,
             "connections": len(self.sessions),
+            "replays_running": self.replays_running,
             "streams": self.registry.snapshot(),
             "clients": [s.snapshot() for s in list(self.sessions.values())[:1000]],
             "upstream": {name: up.snapshot() for name, up in self.upstreams.items() if hasattr(up, "snapshot")},

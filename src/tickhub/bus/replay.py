@@ -9,7 +9,9 @@ named in the URL::
 
 Refused at the upgrade with HTTP 400 and a one-line reason when it is not a number > 0,
 when it is over ``replay_max_seconds`` (``0`` turns replay off), or when no Kafka log is
-configured (``KAFKA_BROKER_URL``). Streams added later with ``SUBSCRIBE`` are live only.
+configured (``KAFKA_BROKER_URL``); with HTTP 503 while ``max_replays`` replays (one per
+stream, each its own consumer) are running. Streams added later with ``SUBSCRIBE`` are
+live only.
 
 What the client gets, per stream: the events the log holds from ``now - SECONDS`` (found
 with Kafka's offsets-for-times; at most ``replay_max_messages``, the newest ones), in

@@ -28,6 +28,7 @@ about half a pass, p99 about a whole pass. N=100 shows the server's own share.
     .venv/bin/python bench/latency.py                    # N=1000 and 100, 3 loads, 3 servers, ~4 min
     .venv/bin/python bench/latency.py --quick            # 2 s windows, ~3 min
     .venv/bin/python bench/latency.py --servers tickhub,uws --clients 100
+    .venv/bin/python bench/latency.py --reps 3           # 3 interleaved windows per cell (medians)
 
 Output: JSON lines in bench/results/latency.jsonl, the markdown table in
 bench/results/latency.md (also printed), the CDF plot in bench/results/latency.png.
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH, PYTHON, Proc, append_jsonl, cpu_seconds, ensure_benchclient, versions
+from benchlib import BENCH, PYTHON, Proc, append_jsonl, cpu_seconds, ensure_benchclient, median, versions
 
 RESULTS = BENCH / "results"
 JSONL = RESULTS / "latency.jsonl"
@@ -184,19 +185,48 @@ def quantile(row: dict[str, Any], q: float) -> int | None:
     return values.get(q)
 
 
+def cells_of(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by (N, load, server), in first-seen order (the repetitions of a cell)."""
+    cells: dict[tuple[int, float, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["clients"], r["load"], r["server"]), []).append(r)
+    return list(cells.values())
+
+
+def median_run(cell: list[dict[str, Any]]) -> dict[str, Any]:
+    """The repetition whose p99.9 is the median: the one a CDF plot shows for the cell."""
+    ranked = sorted(cell, key=lambda r: quantile(r, 0.999) or 0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def markdown(rows: list[dict[str, Any]], sats: dict[tuple[str, int], dict[str, Any]],
              burst: int, command: str) -> str:
     out = [f"Added latency (µs, `now - T` per frame at every client), bursts of B={burst}, "
            f"made by `{command}`", ""]
+    reps = max((r.get("rep", 0) for r in rows), default=0) + 1
+    if reps > 1:
+        out.append(f"{reps} interleaved repetitions per cell: each figure is the median over them, "
+                   "p99 and p99.9 with their min–max.")
+        out.append("")
     out.append("| N | load | server | upstream msgs/s | delivered/s | ok | server busy | client busy "
                "| p50 | p90 | p99 | p99.9 | max |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        lat = [quantile(r, q) for _, q in REPORTED]
-        cells = " | ".join("–" if v is None else f"{v:,}" for v in lat)
-        out.append(f"| {r['clients']} | {r['load']:.0%} | {LABELS[r['server']]} | {r['rate']:,.0f} | "
-                   f"{r['frames_per_s'] / 1e6:.2f} M | {'yes' if r['ok'] else 'NO'} | "
-                   f"{r['server_busy']:.0%} | {r['client_busy']:.0%} | {cells} |")
+    for cell in cells_of(rows):
+        r0 = cell[0]
+
+        def fig(q: float, spread: bool) -> str:
+            vs = [v for v in (quantile(r, q) for r in cell) if v is not None]
+            if not vs:
+                return "–"
+            text = f"{median(vs):,.0f}"
+            return f"{text} ({min(vs):,}–{max(vs):,})" if spread and len(vs) > 1 else text
+
+        lat = " | ".join(fig(q, name in ("p99", "p99.9")) for name, q in REPORTED)
+        out.append(f"| {r0['clients']} | {r0['load']:.0%} | {LABELS[r0['server']]} | {r0['rate']:,.0f} | "
+                   f"{median([r['frames_per_s'] for r in cell]) / 1e6:.2f} M | "
+                   f"{'yes' if all(r['ok'] for r in cell) else 'NO'} | "
+                   f"{median([r['server_busy'] for r in cell]):.0%} | "
+                   f"{median([r['client_busy'] for r in cell]):.0%} | {lat} |")
     out += ["", "Saturation (flat-out, B per turn) and the fan-out pass it implies:", "",
             "| N | server | saturation upstream msgs/s | delivered msgs/s | server busy | client busy "
             "| one pass over N clients | per client |",
@@ -233,7 +263,7 @@ def plot(rows: list[dict[str, Any]], burst: int, command: str, path: Path) -> No
     for i, n in enumerate(ns):
         for j, load in enumerate(loads):
             ax = axes[i][j]
-            for r in rows:
+            for r in (median_run(c) for c in cells_of(rows)):
                 if r["clients"] != n or r["load"] != load:
                     continue
                 pts = [(us, q) for q, us in zip(r["quantiles"], r["latency_us"]) if us is not None and q < 1.0]
@@ -285,6 +315,8 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=3.0, help="latency window, seconds")
     p.add_argument("--sat-duration", type=float, default=2.0, help="saturation window, seconds")
+    p.add_argument("--reps", type=int, default=1,
+                   help="latency windows per cell, interleaved; the table shows medians and ranges")
     p.add_argument("--quick", action="store_true", help="2 s latency windows, 1.5 s saturation windows")
     args = p.parse_args()
     if args.quick:
@@ -316,19 +348,20 @@ def main() -> int:
                 print(f"# saturation {server} N={n}: {s['upstream_per_s']:,.0f} upstream msgs/s "
                       f"(server busy {s['server_busy']:.0%}, client busy {s['client_busy']:.0%}, "
                       f"ok={s['ok']})", file=sys.stderr, flush=True)
-            for load in loads:  # servers interleaved at each load
-                for server in servers:
-                    rate = sats[(server, n)]["upstream_per_s"] * load
-                    r = latency_window(server, args.burst, n, rate, args.warmup, args.duration, log)
-                    row = {"server": server, "clients": n, "load": load, "rate": rate, "burst": args.burst,
-                           "saturation_per_s": sats[(server, n)]["upstream_per_s"], **r,
-                           "command": command, "versions": info, "when": time.time()}
-                    append_jsonl(JSONL, row)
-                    rows.append(row)
-                    lat = {k: quantile(r, q) for k, q in REPORTED}
-                    print(f"# {server} N={n} load {load:.0%} ({rate:,.0f}/s): ok={r['ok']} "
-                          f"server busy {r['server_busy']:.0%} " + " ".join(f"{k}={v}" for k, v in lat.items()),
-                          file=sys.stderr, flush=True)
+            for rep in range(args.reps):  # repetitions, loads and servers interleaved
+                for load in loads:
+                    for server in servers:
+                        rate = sats[(server, n)]["upstream_per_s"] * load
+                        r = latency_window(server, args.burst, n, rate, args.warmup, args.duration, log)
+                        row = {"server": server, "clients": n, "load": load, "rate": rate, "burst": args.burst,
+                               "rep": rep, "saturation_per_s": sats[(server, n)]["upstream_per_s"], **r,
+                               "command": command, "versions": info, "when": time.time()}
+                        append_jsonl(JSONL, row)
+                        rows.append(row)
+                        lat = {k: quantile(r, q) for k, q in REPORTED}
+                        print(f"# rep {rep} {server} N={n} load {load:.0%} ({rate:,.0f}/s): ok={r['ok']} "
+                              f"server busy {r['server_busy']:.0%} "
+                              + " ".join(f"{k}={v}" for k, v in lat.items()), file=sys.stderr, flush=True)
     finally:
         log.close()
     table = markdown(rows, sats, args.burst, command)

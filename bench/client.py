@@ -7,9 +7,13 @@ Prints JSON lines on stdout, in order:
 * ``{"event":"result", ...}`` after ``--duration`` more seconds: frames in the window,
   frames/s, per-connection min/max, sequence errors, disconnects, latency percentiles.
 
-With ``--assignment FILE`` (the ``--mix`` workload of fanout.py) connection ``i`` opens
-``<url>m/<its stream indices, comma-separated>`` from the file's ``clients[i]``, and
-``--increasing`` checks a strictly increasing (not contiguous) ``"t"`` per connection.
+With ``--assignment FILE`` (the ``--mix`` workload of fanout.py) connection ``i`` opens a
+URL for its streams, the file's ``clients[i]``: ``<url>m/<stream indices, comma-separated>``
+(the publishers' form, the default) or, with ``--assignment-urls names``,
+``<url><name>/<name>/...`` (the hub's Binance raw multi-stream form with ``<url>`` ending
+in ``/ws/``). ``--increasing`` checks a strictly increasing (not contiguous) ``"t"`` per
+connection. With ``--wait-start`` the warm-up begins only when a line arrives on stdin
+after ``connected`` (the parent first has the hub subscribe its upstream).
 With ``--drain``, after the result it waits for a line on stdin (the parent has stopped
 the publisher), waits until no frame has arrived for 0.3 s, and prints
 ``{"event":"drained", ...}`` with every connection's total frame count (in connection
@@ -65,13 +69,18 @@ async def _connect_all(urls: list[str], concurrency: int, read_buffer: int,
     return [ls for ls in slots if ls is not None], failed
 
 
-def _urls(base: str, connections: int, assignment: str | None) -> list[str]:
-    """``connections`` copies of ``base``, or one mix URL per client of the assignment file."""
+def _urls(base: str, connections: int, assignment: str | None, form: str = "indices") -> list[str]:
+    """``connections`` copies of ``base``, or one mix URL per client of the assignment file:
+    ``base + "m/<i>,<j>,..."`` (``form`` "indices") or ``base + "<name>/<name>/..."`` ("names")."""
     if assignment is None:
         return [base] * connections
     with open(assignment) as f:
-        clients = json.load(f)["clients"]
-    return [base + "m/" + ",".join(str(s) for s in streams) for streams in clients[:connections]]
+        mix = json.load(f)
+    clients = mix["clients"][:connections]
+    if form == "names":
+        names = [stream["name"] for stream in mix["streams"]]
+        return [base + "/".join(names[s] for s in streams) for streams in clients]
+    return [base + "m/" + ",".join(str(s) for s in streams) for streams in clients]
 
 
 async def _drain(listeners: list[benchclient.CountingListener]) -> None:
@@ -102,6 +111,10 @@ async def main() -> int:
     p.add_argument("--concurrency", type=int, default=64, help="handshakes in flight")
     p.add_argument("--read-buffer", type=int, default=64 * 1024)
     p.add_argument("--assignment", help="mix workload file: one URL per client (see the docstring)")
+    p.add_argument("--assignment-urls", choices=("indices", "names"), default="indices",
+                   help="URL form per client: <url>m/<i>,<j>,... (publishers) or <url><name>/<name>/... (hub /ws/)")
+    p.add_argument("--wait-start", action="store_true",
+                   help="after connected, start the warm-up only when a line arrives on stdin")
     p.add_argument("--increasing", action="store_true",
                    help='"t" must increase strictly per connection (gaps allowed), not by exactly 1')
     p.add_argument("--drain", action="store_true",
@@ -113,7 +126,8 @@ async def main() -> int:
     stats.increasing = args.increasing
     t0 = time.monotonic()
     listeners, failed = await _connect_all(
-        _urls(args.url, args.connections, args.assignment), args.concurrency, args.read_buffer, stats)
+        _urls(args.url, args.connections, args.assignment, args.assignment_urls),
+        args.concurrency, args.read_buffer, stats)
     _emit(event="connected", connections=len(listeners), failed=failed,
           seconds=round(time.monotonic() - t0, 3))
     if args.idle:
@@ -123,6 +137,8 @@ async def main() -> int:
             if listener.transport is not None:
                 listener.transport.disconnect()
         return 0
+    if args.wait_start:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     await asyncio.sleep(args.warmup)
     base = [ls.window_frames for ls in listeners]

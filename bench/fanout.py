@@ -14,8 +14,9 @@ client's buffered amount is above 256 KiB, checked every 10 turns), so nothing i
 * ``picows-naive``  picows, one ``send()`` per client per message
 * ``websockets.broadcast``  Python websockets' ``broadcast()``
 
-Relay: the real gateway (``python -m tickhub serve``, core 0) fed by bench/peers/paced_feeder.py
-(core 1, with the client); clients open ``/ws/btcusdt@trade`` on the hub.
+Relay: the real gateway (``python -m tickhub serve``, core 0) fed by bench/peers/feeder.py
+(``--mode paced`` / ``flat``, core 1, with the client); clients open ``/ws/btcusdt@trade``
+on the hub.
 
 * ``tickhub-relay``       the feeder sends the next burst of B only after the hub answered a
   PING sent behind the last one, i.e. the hub has read it: B messages per hub turn, as a
@@ -33,7 +34,8 @@ sendto, sendmsg, sendmmsg) over the window with ``perf stat`` on the syscall tra
     .venv/bin/python bench/fanout.py --transports aiofastnet,uvloop --servers tickhub --bursts 1,10
     .venv/bin/python bench/fanout.py --mix           # 200 symbols x 2 streams, Zipf, ~2.5 min
 
-Mix workload (``--mix``; tickhub, uws and bun only): 200 symbols x {bookTicker-like ~120 B,
+Mix workload (``--mix``; tickhub-relay, tickhub, uws, bun, and tickhub-relay-flat on request):
+200 symbols x {bookTicker-like ~120 B,
 depth-like ~1.4 KB} payloads (bench/payloads.py shapes) = 400 streams, each of the N
 clients subscribed to 5 distinct streams drawn by Zipf popularity (s = 1.1, seeded), and
 message ``t`` published on a stream drawn by the same popularity (a seeded cyclic
@@ -43,6 +45,18 @@ number, so each connection checks only that it strictly increases (``--increasin
 loss is found exactly: after the window the publisher is stopped, the client waits for
 quiet, and every connection's total frame count must equal the number of published
 messages on its streams.
+
+In the mix the relay's feeder serves the file's 400 streams (``BENCH_MIX``, as the
+publishers): clients open the hub's Binance raw multi-stream URL ``/ws/<name>/<name>/...``
+(``client.py --assignment-urls names``), so they receive the payloads alone, the bytes the
+publishers send except the update id ``"u"``, which the feeder makes ``u + t`` (same width)
+because the hub drops events whose update id does not increase. The feeder starts (``go``)
+only once the hub has subscribed upstream every stream a client uses (its ``snap``
+``streams_subscribed``; the client's warm-up waits for that too, ``--wait-start``); a burst
+is the next B messages of the publish sequence, those on streams the hub did not
+subscribe skipped (no client expects them) but counted in ``published``. After ``stop``
+the feeder pings the hub (``sync``): its pong says the hub has read every burst, then the
+client drains and the same exact check runs.
 
 The JavaScript peers need bench/node_modules; it is installed with ``npm ci --prefix bench``
 (from bench/package-lock.json) on first use. Writes one JSON line per run to
@@ -93,8 +107,14 @@ SERVER_LOG = BENCH / "results" / "fanout-servers.log"
 #: the gateway's slow-consumer limit in relay cells: its default, so a client that falls
 #: 4 MiB behind is disconnected and the run fails instead of the hub's memory growing
 RELAY_MAX_QUEUED = 4 << 20
-#: servers the --mix workload runs on (the relay would need a 400-stream feeder)
-MIX_SERVERS = ["tickhub", "uws", "bun"]
+#: longest wait for the hub to subscribe every stream the mix clients use (it sends at
+#: most 4 SUBSCRIBE messages a second, 200 streams each)
+RELAY_SUBSCRIBE_TIMEOUT = 30.0
+#: servers the --mix workload runs on, in table order
+MIX_SERVERS = ["tickhub-relay", "tickhub", "uws", "bun", "tickhub-relay-flat"]
+#: --mix without --servers: the flat relay only on request (it reads whole upstream
+#: backlogs per turn and its clients often pass the 4 MiB slow-consumer limit: ok NO)
+MIX_DEFAULT = ["tickhub-relay", "tickhub", "uws", "bun"]
 MIX_RESULTS = BENCH / "results" / "fanout-mix.jsonl"
 MIX_FILE = BENCH / "results" / "fanout-mix-assignment.json"
 MIX_SYMBOLS = 200
@@ -311,13 +331,19 @@ def run_mix(server: str, burst: int, clients: int, warmup: float, duration: floa
             cli.stop()
         srv.stop()
         log.close()
-    row = _publisher_row(server, burst, clients, transport, w)
+    return _mix_checked(_publisher_row(server, burst, clients, transport, w), mix, published, drained)
+
+
+def _mix_checked(row: dict[str, Any], mix: dict[str, Any], published: int, drained: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the exact loss check: every connection's total after the drain must
+    equal what messages 0..published-1 put on its streams."""
     expected = mix_expected(mix, published)
     got = drained["per_conn_frames"]
     wrong = sum(1 for e, g in zip(expected, got) if e != g) + abs(len(expected) - len(got))
     row.update(
         workload="mix", published=published, expected_total=sum(expected), delivered_total=sum(got),
         conns_with_wrong_count=wrong, seq_errors=drained["seq_errors"],
+        disconnected_after_drain=drained["disconnected"],
         ok=row["ok"] and wrong == 0 and drained["seq_errors"] == 0 and drained["disconnected"] == 0,
     )
     return row
@@ -332,8 +358,8 @@ def mix_report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
     lines = [
         ("| server | B | delivered msgs/s (median) | min–max | n | ok | vs uWS.js "
          "| server CPU µs/msg user / sys | server busy | send syscalls/msg | app writes/msg "
-         "| client busy | flow pauses | delivered = expected (frames after drain) |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+         "| client busy | feeder busy | flow pauses | delivered = expected (frames after drain) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server in MIX_SERVERS:
         for transport in ("aiofastnet", "uvloop", "-"):
@@ -344,7 +370,9 @@ def mix_report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
                 rates = [r["msgs_per_s"] for r in runs]
                 m = median(rates)
                 writes = _med(runs, "writes_per_msg")
+                feeder = _med(runs, "feeder_cpu_busy")
                 pauses = [r["paused_checks"] for r in runs if r.get("paused_checks") is not None]
+                compared = uws.get(b) and server != "tickhub-relay-flat"  # flat: another workload
                 exact = all(r["conns_with_wrong_count"] == 0 for r in runs)
                 totals = f"{sum(r['delivered_total'] for r in runs) / 1e6:.2f} M of " \
                          f"{sum(r['expected_total'] for r in runs) / 1e6:.2f} M"
@@ -352,12 +380,18 @@ def mix_report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
                     f"| {_label(server, transport)} | {b} | {_fmt_rate(m)} "
                     f"| {_fmt_rate(min(rates))}–{_fmt_rate(max(rates))} | {len(runs)} "
                     f"| {'yes' if all(r['ok'] for r in runs) else 'NO'} "
-                    f"| {f'{m / uws[b]:.2f}×' if uws.get(b) else '–'} "
+                    f"| {f'{m / uws[b]:.2f}×' if compared else '–'} "
                     f"| {_med(runs, 'us_per_msg_user'):.3f} / {_med(runs, 'us_per_msg_sys'):.3f} "
                     f"| {_med(runs, 'server_cpu_busy'):.0%} | {_fmt_opt(_med(runs, 'send_syscalls_per_msg'))} "
                     f"| {'–' if writes is None else f'{writes:.3f}'} | {_med(runs, 'client_cpu_busy'):.0%} "
+                    f"| {'–' if feeder is None else f'{feeder:.0%}'} "
                     f"| {sum(pauses) if pauses else '–'} | {'yes' if exact else 'NO'}: {totals} |"
                 )
+    if any(r["server"] in RELAYS for r in rows):
+        lines.append("\ntickhub-relay(-flat) is the gateway fed by feeder.py: its figure includes parsing "
+                     "its upstream (envelope scan, stream routing, duplicate check), which the publishers "
+                     "don't pay; tickhub-relay-flat is another workload (the hub reads what its socket "
+                     "holds) and is not compared.")
     return "\n".join(lines)
 
 
@@ -371,48 +405,129 @@ def _server_log(server: str, burst: int) -> Any:
     return log
 
 
-def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
-    """One measured run of the gateway as a relay; always stops the three subprocesses."""
+def _start_relay(server: str, burst: int, log: Any, env: dict[str, str] | None = None) -> tuple[Proc, Proc, int]:
+    """The feeder (core 1) in the relay's mode and the gateway (core 0) on it; returns
+    (feeder, gateway, the gateway's port). Stops the feeder if the gateway fails to start."""
     from hub_e2e import start_gateway
 
-    log = _server_log(server, burst)
-    feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--burst", str(burst),
-                   "--mode", RELAYS[server]], core=1, stderr=log)
-    gw: Proc | None = None
-    cli: Proc | None = None
+    feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--burst", str(burst), "--mode", RELAYS[server]],
+                  core=1, env=env, stderr=log)
     try:
         feeder_port = feeder.read_event(10, "listening")["port"]
         gw, port = start_gateway(feeder_port, max_queued=RELAY_MAX_QUEUED, stderr=log)
+    except BaseException:
+        feeder.stop()
+        raise
+    return feeder, gw, port
+
+
+def _relay_window(feeder: Proc, gw: Proc, cli: Proc, warmup: float, duration: float) -> dict[str, Any]:
+    """Read the gateway and the feeder around the client's measured window (the feeder has
+    been told ``go``): CPU edges of both, the gateway's send syscalls and RSS, feeder snaps."""
+    w: dict[str, Any] = {}
+    cli.read_event(warmup + 30, "window_start")
+    counter = SyscallCounter(gw.pid)
+    w["e0"] = _edges(gw.pid)
+    w["f0"] = cpu_seconds(feeder.pid)
+    feeder.command("snap")
+    w["fs0"] = feeder.read_event(5, "snap")
+    w["result"] = cli.read_event(duration + 30, "result")
+    w["e1"] = _edges(gw.pid)
+    w["sends"] = counter.stop()
+    w["f1"] = cpu_seconds(feeder.pid)
+    feeder.command("snap")
+    w["fs1"] = feeder.read_event(5, "snap")
+    w["rss"] = rss_kb(gw.pid)
+    return w
+
+
+def _relay_row(server: str, burst: int, clients: int, connected: dict[str, Any], w: dict[str, Any]) -> dict[str, Any]:
+    f0, f1, fs0, fs1, result = w["f0"], w["f1"], w["fs0"], w["fs1"], w["result"]
+    row = _row(server, burst, clients, "aiofastnet", connected, result, w["e0"], w["e1"], w["rss"], w["sends"])
+    row.update(
+        feeder_cpu_busy=(f1[0] - f0[0] + f1[1] - f0[1]) / result["seconds"],
+        upstream_msgs=fs1["sent"] - fs0["sent"], upstream_bursts=fs1["bursts"] - fs0["bursts"],
+        upstream_skipped=fs1["skipped"] - fs0["skipped"], feeder_waits=fs1["waits"] - fs0["waits"],
+    )
+    return row
+
+
+def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
+    """One measured run of the gateway as a relay; always stops the three subprocesses."""
+    log = _server_log(server, burst)
+    gw: Proc | None = None
+    cli: Proc | None = None
+    try:
+        feeder, gw, port = _start_relay(server, burst, log)
         cli = Proc(client_argv(f"ws://127.0.0.1:{port}/ws/btcusdt@trade", clients, warmup, duration), core=1)
         connected = cli.read_event(60, "connected")
         feeder.command("go")
-        cli.read_event(warmup + 30, "window_start")
-        counter = SyscallCounter(gw.pid)
-        e0 = _edges(gw.pid)
-        f0 = cpu_seconds(feeder.pid)
-        feeder.command("snap")
-        fs0 = feeder.read_event(5, "snap")
-        result = cli.read_event(duration + 30, "result")
-        e1 = _edges(gw.pid)
-        sends = counter.stop()
-        f1 = cpu_seconds(feeder.pid)
-        feeder.command("snap")
-        fs1 = feeder.read_event(5, "snap")
-        rss = rss_kb(gw.pid)
+        w = _relay_window(feeder, gw, cli, warmup, duration)
     finally:
         if cli is not None:
             cli.stop()
         if gw is not None:
             gw.stop()
-        feeder.stop()
+            feeder.stop()
         log.close()
-    row = _row(server, burst, clients, "aiofastnet", connected, result, e0, e1, rss, sends)
-    row.update(
-        feeder_cpu_busy=(f1[0] - f0[0] + f1[1] - f0[1]) / result["seconds"],
-        upstream_msgs=fs1["sent"] - fs0["sent"], upstream_bursts=fs1["bursts"] - fs0["bursts"],
-        feeder_waits=fs1["waits"] - fs0["waits"],
-    )
-    return row
+    return _relay_row(server, burst, clients, connected, w)
+
+
+def _wait_streams_subscribed(feeder: Proc, wanted: int, timeout: float = RELAY_SUBSCRIBE_TIMEOUT) -> float:
+    """Poll the feeder until the hub has subscribed ``wanted`` streams; seconds it took."""
+    t0 = time.monotonic()
+    while True:
+        feeder.command("snap")
+        have = feeder.read_event(5, "snap")["streams_subscribed"]
+        waited = time.monotonic() - t0
+        if have >= wanted:
+            return waited
+        if waited > timeout:
+            raise TimeoutError(f"the hub subscribed {have} of {wanted} streams upstream in {timeout:g} s")
+        time.sleep(0.05)
+
+
+def run_relay_mix(server: str, burst: int, clients: int, warmup: float, duration: float,
+                  mix: dict[str, Any]) -> dict[str, Any]:
+    """The mix workload through the gateway: clients open ``/ws/<name>/<name>/...`` (raw
+    payloads, as the publishers send them), the hub subscribes those streams upstream, and
+    only then the feeder starts; after the window the same exact loss check as run_mix."""
+    log = _server_log(f"{server} mix", burst)
+    gw: Proc | None = None
+    cli: Proc | None = None
+    try:
+        feeder, gw, port = _start_relay(server, burst, log, env={"BENCH_MIX": str(MIX_FILE)})
+        argv = client_argv(f"ws://127.0.0.1:{port}/ws/", clients, warmup, duration)
+        cli = Proc(argv + ["--assignment", str(MIX_FILE), "--assignment-urls", "names", "--wait-start",
+                           "--increasing", "--drain"], core=1)
+        connected = cli.read_event(60, "connected")
+        wanted = len({s for streams in mix["clients"][:clients] for s in streams})
+        subscribe_seconds = _wait_streams_subscribed(feeder, wanted)
+        feeder.command("snap")
+        control_messages = feeder.read_event(5, "snap")["requests"]
+        feeder.command("go")
+        cli.command("start")
+        w = _relay_window(feeder, gw, cli, warmup, duration)
+        feeder.command("stop")
+        published = feeder.read_event(5, "stopped")["published"]
+        # The hub may still hold an upstream backlog (flat mode): drain once it has read it all.
+        feeder.command("sync")
+        if not feeder.read_event(15, "synced")["ok"]:
+            raise RuntimeError("the hub did not answer the feeder's ping after stop")
+        cli.command("drain")
+        drained = cli.read_event(30, "drained")
+    finally:
+        if cli is not None:
+            cli.stop()
+        if gw is not None:
+            gw.stop()
+            feeder.stop()
+        log.close()
+    row = _relay_row(server, burst, clients, connected, w)
+    # seconds from every client connected to every stream subscribed upstream, and the
+    # control messages the hub needed for that (at most 4 a second)
+    row.update(subscribe_seconds=subscribe_seconds, upstream_control_messages=control_messages)
+    return _mix_checked(row, mix, published, drained)
 
 
 def _row(server: str, burst: int, clients: int, transport: str, connected: dict[str, Any],
@@ -540,7 +655,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--bursts", default=None, help="B values (default 1,10,100; with --mix 10,100)")
     p.add_argument("--servers", default=None,
-                   help=f"any of {','.join(SERVERS)} (default all; with --mix any of {','.join(MIX_SERVERS)})")
+                   help=f"any of {','.join(SERVERS)} (default all; with --mix any of {','.join(MIX_SERVERS)}, "
+                        f"default {','.join(MIX_DEFAULT)})")
     p.add_argument("--transports", default="aiofastnet",
                    help="picows transports for tickhub and picows-naive: aiofastnet, uvloop or both "
                         "(aiofastnet,uvloop: interleaved); the gateway always uses its own default")
@@ -556,7 +672,7 @@ def main() -> int:
         args.reps, args.warmup, args.duration = 1, 0.5, 1.5
     known = MIX_SERVERS if args.mix else SERVERS
     bursts = [int(b) for b in (args.bursts or ("10,100" if args.mix else "1,10,100")).split(",")]
-    servers = (args.servers or ",".join(known)).split(",")
+    servers = (args.servers or ",".join(MIX_DEFAULT if args.mix else known)).split(",")
     unknown = [s for s in servers if s not in known]
     if unknown:
         p.error(f"unknown server(s) {unknown}{' for --mix' if args.mix else ''}; choose from {known}")
@@ -585,7 +701,9 @@ def main() -> int:
     for rep in range(args.reps):
         for server, burst, transport in cells:
             try:
-                if mix is not None:
+                if mix is not None and server in RELAYS:
+                    row = run_relay_mix(server, burst, args.clients, args.warmup, args.duration, mix)
+                elif mix is not None:
                     row = run_mix(server, burst, args.clients, args.warmup, args.duration, transport, mix)
                 elif server in RELAYS:
                     row = run_relay(server, burst, args.clients, args.warmup, args.duration)

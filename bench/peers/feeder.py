@@ -45,9 +45,13 @@ once the hub has subscribed every stream a client uses (``streams_subscribed`` i
 ``snap``); ``stop`` ends sending after the current burst and answers
 ``{"event":"stopped","published":N}`` (messages of the sequence used up, sent or not).
 
-stdin commands: ``rate <msgs/s>`` (rate mode), ``go``, ``stop``, ``snap`` (prints the
+stdin commands: ``rate <msgs/s>`` (rate mode), ``go``, ``stop``, ``sync`` (PING the hub
+and answer ``{"event":"synced","ok":true}`` on its PONG: the hub has read everything sent
+before; the harness says it after ``stop`` so the drain waits only for the hub's client
+queues, not for an upstream backlog), ``snap`` (prints the
 counters: ``sent`` frames, ``published`` sequence messages, ``skipped`` unsubscribed ones,
-``bursts``, ``pings``, ``waits``, ``writes``, ``subscribed`` connections,
+``bursts``, ``pings``, ``waits``, ``writes``, ``requests`` (control messages received),
+``subscribed`` connections,
 ``streams_subscribed``, ``rate``). EOF ends the process.
 Usage: ``feeder.py --rate 2000 --burst 10``, ``feeder.py --mode paced --burst 10``
 (first stdout line: ``{"event":"listening","port":...}``).
@@ -126,13 +130,16 @@ class Feeder:
         self.subscriptions: dict[picows.WSTransport, dict[int, None]] = {}
         self.started = asyncio.Event()
         self.stopped = False
-        self.pong: asyncio.Future[None] | None = None
+        #: PING payload -> future resolved by the hub's PONG (the pong echoes the payload)
+        self.pongs: dict[bytes, asyncio.Future[None]] = {}
         self.seq = 0  # next message number (published)
         self.sent = 0  # frames written (to the first connection in paced/flat mode)
         self.writes = 0
         self.bursts = 0
         self.pings = 0
         self.waits = 0  # flat mode: times the hub had not read enough and the feeder waited
+        self.requests = 0  # control messages received (SUBSCRIBE, UNSUBSCRIBE, ...)
+        self.background: set[asyncio.Task[None]] = set()  # ``sync`` tasks in flight
         self.writable = asyncio.Event()  # cleared while the transport asks to pause writing
         self.writable.set()
 
@@ -146,6 +153,7 @@ class Feeder:
 
     def on_request(self, transport: picows.WSTransport, payload: bytes) -> None:
         """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, for every mode."""
+        self.requests += 1
         try:
             req = orjson.loads(payload)
             method, params, req_id = req["method"], req.get("params", []), req["id"]
@@ -175,8 +183,9 @@ class Feeder:
             def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
                 msg_type = frame.msg_type
                 if msg_type == picows.WSMsgType.PONG:
-                    if feeder.pong is not None and not feeder.pong.done():
-                        feeder.pong.set_result(None)
+                    waiter = feeder.pongs.pop(frame.get_payload_as_bytes(), None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
                 elif msg_type == picows.WSMsgType.TEXT:
                     feeder.on_request(transport, frame.get_payload_as_bytes())
                 elif msg_type == picows.WSMsgType.CLOSE:
@@ -254,14 +263,16 @@ class Feeder:
             else:
                 data, frames = self._mix_burst(subs)
             if self.mode == "paced":
-                self.pong = loop.create_future()
+                key = b"%d" % self.bursts
+                pong = self.pongs[key] = loop.create_future()
                 tr.underlying_transport.write(data)
-                tr.send_ping(b"%d" % self.bursts)
+                tr.send_ping(key)
                 self._count(frames)
                 self.pings += 1
                 try:
-                    await asyncio.wait_for(self.pong, 5.0)
-                except asyncio.TimeoutError:
+                    await asyncio.wait_for(pong, 5.0)
+                except TimeoutError:
+                    self.pongs.pop(key, None)
                     continue  # hub gone or reconnecting; the loop re-reads `subscriptions`
             else:
                 tr.underlying_transport.write(data)
@@ -272,6 +283,25 @@ class Feeder:
                 elif self.bursts % 16 == 0:
                     await asyncio.sleep(0)  # let the loop read the hub's frames now and then
 
+    async def sync(self) -> None:
+        """PING the hub's connection and answer ``synced`` on its PONG: the hub has read
+        (and published) everything sent before, so after ``stop`` only its client queues
+        are left to drain. ``synced`` with ``ok`` false when no hub or no pong in 10 s."""
+        if not self.subscriptions:
+            emit(event="synced", ok=False)
+            return
+        tr = next(iter(self.subscriptions))
+        key = b"sync%d" % self.bursts
+        pong = self.pongs[key] = asyncio.get_running_loop().create_future()
+        tr.send_ping(key)
+        try:
+            await asyncio.wait_for(pong, 10.0)
+        except TimeoutError:
+            self.pongs.pop(key, None)
+            emit(event="synced", ok=False)
+            return
+        emit(event="synced", ok=True)
+
     def _count(self, frames: int) -> None:
         self.sent += frames
         self.writes += 1
@@ -281,7 +311,8 @@ class Feeder:
         return {
             "sent": self.sent, "published": self.seq, "skipped": self.seq - self.sent,
             "bursts": self.bursts, "pings": self.pings, "waits": self.waits, "writes": self.writes,
-            "subscribed": len(self.subscriptions), "streams_subscribed": self.streams_subscribed(),
+            "requests": self.requests, "subscribed": len(self.subscriptions),
+            "streams_subscribed": self.streams_subscribed(),
             "rate": self.rate,
         }
 
@@ -294,6 +325,9 @@ class Feeder:
         elif cmd == ["stop"]:
             self.stopped = True  # between two bursts: ``seq`` is final
             emit(event="stopped", published=self.seq)
+        elif cmd == ["sync"]:
+            self.background.add(task := asyncio.get_running_loop().create_task(self.sync()))
+            task.add_done_callback(self.background.discard)
         elif cmd == ["snap"]:
             emit(event="snap", **self.snapshot())
 

@@ -21,6 +21,15 @@ order) so the parent can check each one against what was published.
 
 With ``--idle`` it prints ``connected`` and then holds the connections until a line
 arrives on stdin (memory measurements).
+
+Receive window: each connection's SO_RCVBUF is fixed (``--rcvbuf``, 256 KiB, which the
+kernel doubles) and its read buffer sized above it (``--read-buffer``), so one recv never
+fills the read buffer past picows's grow mark. Left to autotuning, a client behind a fast
+server let the kernel queue MBs per socket, picows kept doubling its read buffers, and a
+third of the client's CPU went to page faults on fresh buffer memory (perf: clear_page
+under recv), capping every fast server at the client's loss rather than its own rate.
+The window is the same for every server; each server still buffers what a client has
+not taken.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 
@@ -38,13 +48,19 @@ import uvloop
 import benchclient
 
 
+#: SO_RCVBUF of every connection (the kernel doubles it: a 512 KiB window)
+RCVBUF = 256 * 1024
+#: read buffer above the doubled RCVBUF plus a partial frame, under picows's 90 % grow mark
+READ_BUFFER = 2 * RCVBUF + RCVBUF // 2
+
+
 def _emit(**event: object) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
 
 
 async def _connect_all(urls: list[str], concurrency: int, read_buffer: int,
-                       stats: benchclient.Stats) -> tuple[list[benchclient.CountingListener], int]:
+                       stats: benchclient.Stats, rcvbuf: int = 0) -> tuple[list[benchclient.CountingListener], int]:
     """Open one connection per URL; the listeners come back in URL order (failed ones left out)."""
     slots: list[benchclient.CountingListener | None] = [None] * len(urls)
     failed = 0
@@ -55,10 +71,13 @@ async def _connect_all(urls: list[str], concurrency: int, read_buffer: int,
         async with sem:
             for attempt in range(3):
                 try:
-                    _, listener = await picows.ws_connect(
+                    transport, listener = await picows.ws_connect(
                         lambda: benchclient.CountingListener(stats), url,
                         websocket_handshake_timeout=10, read_buffer_init_size=read_buffer,
                     )
+                    if rcvbuf:
+                        sock = transport.underlying_transport.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
                     slots[i] = listener
                     return
                 except (OSError, asyncio.TimeoutError, picows.WSError):
@@ -109,7 +128,10 @@ async def main() -> int:
     p.add_argument("--latency", action="store_true", help='read "T" as a monotonic-ns send time')
     p.add_argument("--idle", action="store_true", help="connect, report, hold until stdin has a line")
     p.add_argument("--concurrency", type=int, default=64, help="handshakes in flight")
-    p.add_argument("--read-buffer", type=int, default=64 * 1024)
+    p.add_argument("--rcvbuf", type=int, default=RCVBUF,
+                   help="SO_RCVBUF per connection, bytes (0: kernel autotuning); see the docstring")
+    p.add_argument("--read-buffer", type=int, default=None,
+                   help="picows read buffer per connection (default: above the doubled --rcvbuf)")
     p.add_argument("--assignment", help="mix workload file: one URL per client (see the docstring)")
     p.add_argument("--assignment-urls", choices=("indices", "names"), default="indices",
                    help="URL form per client: <url>m/<i>,<j>,... (publishers) or <url><name>/<name>/... (hub /ws/)")
@@ -120,6 +142,8 @@ async def main() -> int:
     p.add_argument("--drain", action="store_true",
                    help="after the result, on a stdin line, wait for quiet and report every connection's total")
     args = p.parse_args()
+    if args.read_buffer is None:
+        args.read_buffer = max(64 * 1024, 2 * args.rcvbuf + args.rcvbuf // 2)  # READ_BUFFER at RCVBUF
 
     stats = benchclient.Stats()
     stats.latency = args.latency
@@ -127,7 +151,7 @@ async def main() -> int:
     t0 = time.monotonic()
     listeners, failed = await _connect_all(
         _urls(args.url, args.connections, args.assignment, args.assignment_urls),
-        args.concurrency, args.read_buffer, stats)
+        args.concurrency, args.read_buffer, stats, args.rcvbuf)
     _emit(event="connected", connections=len(listeners), failed=failed,
           seconds=round(time.monotonic() - t0, 3))
     if args.idle:

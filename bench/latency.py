@@ -74,7 +74,7 @@ def client_main(argv: list[str]) -> int:
     import uvloop
 
     import benchclient
-    from client import _connect_all, _emit
+    from client import RCVBUF, READ_BUFFER, _connect_all, _emit
 
     p = argparse.ArgumentParser(prog="latency.py client")
     p.add_argument("--url", required=True)
@@ -87,7 +87,7 @@ def client_main(argv: list[str]) -> int:
         stats = benchclient.Stats()
         stats.latency = True
         t0 = time.monotonic()
-        listeners, failed = await _connect_all([args.url] * args.connections, 64, 64 * 1024, stats)
+        listeners, failed = await _connect_all([args.url] * args.connections, 64, READ_BUFFER, stats, RCVBUF)
         _emit(event="connected", connections=len(listeners), failed=failed,
               seconds=round(time.monotonic() - t0, 3))
         await asyncio.sleep(args.warmup)

@@ -93,9 +93,11 @@ PUBLISHERS = {
     "websockets.broadcast": ("python", "websockets_broadcast.py"),
 }
 #: relay kind -> feeder.py --mode
-RELAYS = {"tickhub-relay": "paced", "tickhub-relay-flat": "flat"}
+RELAYS = {"tickhub-relay": "paced", "tickhub-relay-flat": "flat", "uws-relay": "paced", "bun-relay": "paced"}
+#: relays that are a JavaScript peer in relay mode (BENCH_UPSTREAM, common.js relayUpstream)
+JS_RELAYS = {"uws-relay": "uws", "bun-relay": "bun"}
 #: display order of the table
-SERVERS = ["tickhub-relay", "tickhub", "uws", "bun", "node-ws", "picows-naive",
+SERVERS = ["tickhub-relay", "uws-relay", "bun-relay", "tickhub", "uws", "bun", "node-ws", "picows-naive",
            "websockets.broadcast", "tickhub-relay-flat"]
 #: kinds whose transport is picows' (aiofastnet or uvloop's): the only ones --transports varies
 PICOWS_PUBLISHERS = {"tickhub", "picows-naive"}
@@ -405,20 +407,33 @@ def _server_log(server: str, burst: int) -> Any:
     return log
 
 
-def _start_relay(server: str, burst: int, log: Any, env: dict[str, str] | None = None) -> tuple[Proc, Proc, int]:
-    """The feeder (core 1) in the relay's mode and the gateway (core 0) on it; returns
-    (feeder, gateway, the gateway's port). Stops the feeder if the gateway fails to start."""
+def _start_relay(server: str, burst: int, log: Any, env: dict[str, str] | None = None) -> tuple[Proc, Proc, str]:
+    """The feeder (core 1) in the relay's mode and the relay (core 0) on it: the gateway,
+    or a JavaScript peer in relay mode; returns (feeder, relay, the relay's base URL
+    ``ws://127.0.0.1:<port>/``). Stops the feeder if the relay fails to start."""
     from hub_e2e import start_gateway
 
     feeder = Proc([PYTHON, str(PEERS / "feeder.py"), "--burst", str(burst), "--mode", RELAYS[server]],
                   core=1, env=env, stderr=log)
     try:
         feeder_port = feeder.read_event(10, "listening")["port"]
-        gw, port = start_gateway(feeder_port, max_queued=RELAY_MAX_QUEUED, stderr=log)
+        if server in JS_RELAYS:
+            relay = start_js_relay(JS_RELAYS[server], feeder_port, log)
+            port = relay.read_event(15, "listening")["port"]
+        else:
+            relay, port = start_gateway(feeder_port, max_queued=RELAY_MAX_QUEUED, stderr=log)
     except BaseException:
         feeder.stop()
         raise
-    return feeder, gw, port
+    return feeder, relay, f"ws://127.0.0.1:{port}/"
+
+
+def start_js_relay(peer: str, feeder_port: int, log: Any) -> Proc:
+    """uws_publish.js / bun_publish.js in relay mode (core 0), upstream at the feeder: the
+    peer subscribes btcusdt@trade there and publishes each message on arrival."""
+    ensure_node_modules()
+    return Proc(publisher_argv(peer, 0, 0), core=0, env={"BENCH_UPSTREAM": f"ws://127.0.0.1:{feeder_port}"},
+                stderr=log)
 
 
 def _relay_window(feeder: Proc, gw: Proc, cli: Proc, warmup: float, duration: float) -> dict[str, Any]:
@@ -443,7 +458,8 @@ def _relay_window(feeder: Proc, gw: Proc, cli: Proc, warmup: float, duration: fl
 
 def _relay_row(server: str, burst: int, clients: int, connected: dict[str, Any], w: dict[str, Any]) -> dict[str, Any]:
     f0, f1, fs0, fs1, result = w["f0"], w["f1"], w["fs0"], w["fs1"], w["result"]
-    row = _row(server, burst, clients, "aiofastnet", connected, result, w["e0"], w["e1"], w["rss"], w["sends"])
+    transport = "-" if server in JS_RELAYS else "aiofastnet"
+    row = _row(server, burst, clients, transport, connected, result, w["e0"], w["e1"], w["rss"], w["sends"])
     row.update(
         feeder_cpu_busy=(f1[0] - f0[0] + f1[1] - f0[1]) / result["seconds"],
         upstream_msgs=fs1["sent"] - fs0["sent"], upstream_bursts=fs1["bursts"] - fs0["bursts"],
@@ -458,8 +474,9 @@ def run_relay(server: str, burst: int, clients: int, warmup: float, duration: fl
     gw: Proc | None = None
     cli: Proc | None = None
     try:
-        feeder, gw, port = _start_relay(server, burst, log)
-        cli = Proc(client_argv(f"ws://127.0.0.1:{port}/ws/btcusdt@trade", clients, warmup, duration), core=1)
+        feeder, gw, base = _start_relay(server, burst, log)
+        url = base if server in JS_RELAYS else base + "ws/btcusdt@trade"  # the peers serve any path
+        cli = Proc(client_argv(url, clients, warmup, duration), core=1)
         connected = cli.read_event(60, "connected")
         feeder.command("go")
         w = _relay_window(feeder, gw, cli, warmup, duration)
@@ -496,8 +513,8 @@ def run_relay_mix(server: str, burst: int, clients: int, warmup: float, duration
     gw: Proc | None = None
     cli: Proc | None = None
     try:
-        feeder, gw, port = _start_relay(server, burst, log, env={"BENCH_MIX": str(MIX_FILE)})
-        argv = client_argv(f"ws://127.0.0.1:{port}/ws/", clients, warmup, duration)
+        feeder, gw, base = _start_relay(server, burst, log, env={"BENCH_MIX": str(MIX_FILE)})
+        argv = client_argv(base + "ws/", clients, warmup, duration)
         cli = Proc(argv + ["--assignment", str(MIX_FILE), "--assignment-urls", "names", "--wait-start",
                            "--increasing", "--drain"], core=1)
         connected = cli.read_event(60, "connected")
@@ -621,29 +638,36 @@ def report(rows: list[dict[str, Any]], bursts: list[int]) -> str:
 
 
 def headline(rows: list[dict[str, Any]], bursts: list[int]) -> str:
-    """tickhub against the issue's targets (vs uWS.js, user CPU at B=10)."""
+    """tickhub against the issue's targets (vs uWS.js publishing, user CPU at B=10), and the
+    relays against each other (every one fed by the same paced feeder)."""
     targets = {1: 0.95, 10: 1.0, 100: 2.5}
     by: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r["transport"] in ("aiofastnet", "-"):
             by[(r["server"], r["burst"])].append(r)
+
+    def rate(kind: str, b: int) -> float | None:
+        runs = by.get((kind, b))
+        return median([r["msgs_per_s"] for r in runs]) if runs else None
+
     out = []
     for b in bursts:
-        uws = by.get(("uws", b))
-        if not uws:
-            continue
-        base = median([r["msgs_per_s"] for r in uws])
+        base = rate("uws", b)
         for kind in ("tickhub-relay", "tickhub"):
-            runs = by.get((kind, b))
-            if not runs:
+            m = rate(kind, b)
+            if m is None or base is None:
                 continue
-            m = median([r["msgs_per_s"] for r in runs])
             goal = targets.get(b)
             verdict = "" if goal is None else f" (target ≥ {goal}×: {'met' if m / base >= goal else 'NOT met'})"
-            user = median([r["us_per_msg_user"] for r in runs])
+            user = median([r["us_per_msg_user"] for r in by[(kind, b)]])
             cpu = f"; user CPU {user:.3f} µs/msg (target ≤ 0.05: {'met' if user <= 0.05 else 'NOT met'})" \
                 if b == 10 else ""
             out.append(f"- B={b}: {kind} {m / base:.2f}× uWS.js{verdict}{cpu}")
+        ours = rate("tickhub-relay", b)
+        for peer, label in (("uws-relay", "uWS.js"), ("bun-relay", "Bun")):
+            theirs = rate(peer, b)
+            if ours is not None and theirs:
+                out.append(f"- B={b}: tickhub-relay {ours / theirs:.2f}× {label} as a relay on the same feeder")
     return "\n".join(out)
 
 
@@ -679,7 +703,7 @@ def main() -> int:
     transports = args.transports.split(",")
     ensure_benchclient()
     info = versions()
-    if any(PUBLISHERS.get(s, ("python",))[0] != "python" for s in servers):
+    if any(PUBLISHERS.get(s, ("python",))[0] != "python" or s in JS_RELAYS for s in servers):
         ensure_node_modules()
         info.update(js_versions())
     print(json.dumps({"versions": info}), flush=True)
@@ -694,7 +718,7 @@ def main() -> int:
         for s in servers:
             if s in ONE_WRITE_PER_MESSAGE and b >= 100:
                 continue
-            for t in (transports if s in PICOWS_PUBLISHERS else ["-" if s in PUBLISHERS else "aiofastnet"]):
+            for t in (transports if s in PICOWS_PUBLISHERS else ["-" if s in PUBLISHERS or s in JS_RELAYS else "aiofastnet"]):
                 cells.append((s, b, t))
     rows: list[dict[str, Any]] = []
     started = time.monotonic()

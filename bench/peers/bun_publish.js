@@ -8,8 +8,11 @@
  * With BENCH_MIX=<file> (fanout.py --mix) a client is subscribed on open to the streams of
  * its URL /m/<i>,<j>,... (passed from the upgrade as ws.data) and each message is
  * published on its own stream (see common.js).
+ * With BENCH_UPSTREAM=ws://host:port it is a relay instead: it subscribes to the topic's
+ * stream upstream (bench/peers/feeder.py) and publishes each message as it arrives
+ * (common.js relayUpstream) — Bun as a market-data hub, the peer of tickhub's relay.
  */
-const { emit, loadMix, makeCounters, parseArgs, publishMixForever, serveControl, startPublishing } = require('./common');
+const { emit, loadMix, makeCounters, parseArgs, publishMixForever, relayUpstream, serveControl, startPublishing } = require('./common');
 
 const TOPIC = 'btcusdt@trade';
 const [burst, clientsWanted, rate] = parseArgs();
@@ -63,7 +66,10 @@ if (mix) {
     server.publish(name, msg, false);
     counters.delivered += subscribers.get(name) || 0;
   }, maxBuffered, counters);
-} else {
+} else if (!relayUpstream(TOPIC, (payload) => {
+  server.publish(TOPIC, payload, false);
+  counters.delivered += clients.size;
+}, counters)) {
   startPublishing(burst, clientsWanted, rate, (msgs) => {
     for (let i = 0; i < msgs.length; i++) server.publish(TOPIC, msgs[i], false);
     counters.delivered += msgs.length * clients.size;

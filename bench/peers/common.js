@@ -213,6 +213,41 @@ function publishMixForever(burst, clientsWanted, mix, publish, maxBuffered, coun
   waitClients();
 }
 
+/**
+ * Relay mode (BENCH_UPSTREAM=ws://host:port in the environment): instead of publishing,
+ * the peer connects to that Binance-shaped upstream (bench/peers/feeder.py) as a
+ * WebSocket client, SUBSCRIBEs `stream`, and hands each data message's `data` object to
+ * `publish(payload)` as it arrives — a hub built on this server, with the same work per
+ * message as tickhub's relay (find the payload in the combined envelope, publish it
+ * unparsed). The upstream client is Bun's built-in WebSocket under Bun and the `ws`
+ * package under Node (Node 20 has no WebSocket client); both answer the feeder's pings
+ * after the frames read before them, as the paced feeder needs. Returns false when not
+ * in relay mode.
+ */
+function relayUpstream(stream, publish, counters) {
+  const url = process.env.BENCH_UPSTREAM;
+  if (!url) return false;
+  const WS = typeof Bun === 'undefined' ? require('ws') : WebSocket;
+  const up = new WS(url + '/stream');
+  const onText = (text) => {
+    const at = text.indexOf('"data":');
+    if (at < 0) return;  // a SUBSCRIBE answer
+    publish(text.slice(at + 7, text.length - 1));
+    counters.published += 1;
+  };
+  if (typeof Bun === 'undefined') {
+    // ws hands a Buffer: slicing it is a view, published as text by the server.
+    up.on('open', () => up.send(JSON.stringify({ method: 'SUBSCRIBE', params: [stream], id: 1 })));
+    up.on('message', (data) => onText(data));
+    up.on('error', (err) => { process.stderr.write(`upstream: ${err}\n`); process.exit(1); });
+  } else {
+    up.onopen = () => up.send(JSON.stringify({ method: 'SUBSCRIBE', params: [stream], id: 1 }));
+    up.onmessage = (ev) => onText(ev.data);
+    up.onerror = (ev) => { process.stderr.write(`upstream: ${ev.message || ev}\n`); process.exit(1); };
+  }
+  return true;
+}
+
 /** `<burst> <clients> [rate]`; rate 0 (absent) means flat out. */
 function parseArgs() {
   const argv = process.argv.slice(2);
@@ -220,4 +255,4 @@ function parseArgs() {
 }
 
 module.exports = { FLOW_LIMIT, FLOW_CHECK_TURNS, tradePayload, emit, makeCounters, serveControl,
-  publishForever, publishPaced, startPublishing, parseArgs, loadMix, publishMixForever };
+  publishForever, publishPaced, startPublishing, parseArgs, loadMix, publishMixForever, relayUpstream };

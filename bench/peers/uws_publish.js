@@ -9,9 +9,12 @@
  * With BENCH_MIX=<file> (fanout.py --mix) a client is subscribed on open to the streams of
  * its URL /m/<i>,<j>,... (read in an upgrade handler) and each message is published on its
  * own stream (see common.js).
+ * With BENCH_UPSTREAM=ws://host:port it is a relay instead: it subscribes to the topic's
+ * stream upstream (bench/peers/feeder.py) and publishes each message as it arrives
+ * (common.js relayUpstream) — uWS.js as a market-data hub, the peer of tickhub's relay.
  */
 const uWS = require('uwebsockets');
-const { emit, loadMix, makeCounters, parseArgs, publishMixForever, serveControl, startPublishing } = require('./common');
+const { emit, loadMix, makeCounters, parseArgs, publishMixForever, relayUpstream, serveControl, startPublishing } = require('./common');
 
 const TOPIC = 'btcusdt@trade';
 const [burst, clientsWanted, rate] = parseArgs();
@@ -73,6 +76,11 @@ app.listen('127.0.0.1', 0, (token) => {
     }, maxBuffered, counters);
     return;
   }
+  const relaying = relayUpstream(TOPIC, (payload) => {
+    app.publish(TOPIC, payload, false, false);
+    counters.delivered += clients.size;
+  }, counters);
+  if (relaying) return;
   startPublishing(burst, clientsWanted, rate, (msgs) => {
     for (let i = 0; i < msgs.length; i++) app.publish(TOPIC, msgs[i], false, false);
     counters.delivered += msgs.length * clients.size;

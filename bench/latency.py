@@ -1,23 +1,27 @@
-"""Added latency at a fixed offered load: tickhub (relay) vs uWebSockets.js vs Bun.
+"""Added latency at a fixed offered load: tickhub (relay) vs uWebSockets.js and Bun, each both
+as a relay on the same feeder and as a publisher.
 
 For each client count N (``--clients``, default 1000 — the issue's setup — and 100) and
 each server:
 
 1. Saturation: a short flat-out run with bursts of B (bench/fanout.py's cells: the
-   ping/pong-paced feeder into ``tickhub serve`` for tickhub, the publisher handed B per
-   loop turn for uWS.js and Bun). Saturation = delivered msgs/s ÷ N, in upstream msgs/s.
+   ping/pong-paced feeder into the relay for the relays, the publisher handed B per loop
+   turn for the publishers). Saturation = delivered msgs/s ÷ N, in upstream msgs/s.
    ``--saturation tickhub:1000=2500,...`` takes it from the command line instead.
 2. Latency windows at ``--loads`` (default 10 %, 50 %, 90 %) of that saturation: the
-   sender publishes bursts of B at a fixed rate against a deadline and stamps every
+   sender sends bursts of B at a fixed rate against a deadline and stamps every
    message with ``"T"`` = CLOCK_MONOTONIC ns at send time; the benchclient (N connections,
    core 1) puts ``now - T`` of every frame at every client in a 1 µs histogram.
 
-* tickhub: bench/peers/feeder.py (core 1, with the client) stamps T when it builds a burst
-  and writes it to the real ``python -m tickhub serve`` (core 0), which parses, routes and
-  fans it out. Its figure includes the feeder → hub hop and the upstream parse, which the
-  publishers do not have.
-* uWS.js / Bun: bench/peers/uws_publish.js / bun_publish.js in paced mode (core 0) stamp T
-  right before ``publish()``; the pub/sub drain and the sends follow in the same loop turn.
+* Relays — tickhub (the real ``python -m tickhub serve``), ``uws-relay`` and ``bun-relay``
+  (uws_publish.js / bun_publish.js in relay mode: subscribe upstream, publish each message
+  on arrival), all on core 0: bench/peers/feeder.py (core 1, with the client) stamps T when
+  it builds a burst and writes it to the relay. The figure includes the feeder → relay hop,
+  finding the payload in the envelope, and the wait behind the relay's previous fan-out
+  pass when a burst arrives during one: what a hub's clients see.
+* Publishers — ``uws`` / ``bun`` (uws_publish.js / bun_publish.js in paced mode, core 0)
+  stamp T right before ``publish()``. A publisher only publishes between its own passes,
+  so its figure has no hop and never waits behind a pass: a lower bound, not a hub.
 
 Physics: on one core a burst reaches N clients through N sequential ``send()`` calls
 (≈ 5 µs each here, the figure is printed per server as "pass/client"), so the last client
@@ -25,9 +29,9 @@ of a burst gets it ≈ N × 5 µs after the first — 5 ms at N=1000 — on an o
 server, and the client process then reads N sockets one after another as well. The p50 is
 about half a pass, p99 about a whole pass. N=100 shows the server's own share.
 
-    .venv/bin/python bench/latency.py                    # N=1000 and 100, 3 loads, 3 servers, ~4 min
+    .venv/bin/python bench/latency.py                    # N=1000 and 100, 3 loads, 5 servers, ~6 min
     .venv/bin/python bench/latency.py --quick            # 2 s windows, ~3 min
-    .venv/bin/python bench/latency.py --servers tickhub,uws --clients 100
+    .venv/bin/python bench/latency.py --servers tickhub,uws-relay --clients 100
     .venv/bin/python bench/latency.py --reps 3           # 3 interleaved windows per cell (medians)
 
 Output: JSON lines in bench/results/latency.jsonl, the markdown table in
@@ -50,10 +54,14 @@ RESULTS = BENCH / "results"
 JSONL = RESULTS / "latency.jsonl"
 TABLE = RESULTS / "latency.md"
 PLOT = RESULTS / "latency.png"
-SERVERS = ("tickhub", "uws", "bun")
-LABELS = {"tickhub": "tickhub (relay)", "uws": "uWS.js 3.0.6", "bun": "Bun"}
+SERVERS = ("tickhub", "uws-relay", "bun-relay", "uws", "bun")
+LABELS = {"tickhub": "tickhub (relay)", "uws-relay": "uWS.js 3.0.6 relay", "bun-relay": "Bun relay",
+          "uws": "uWS.js 3.0.6 publish", "bun": "Bun publish"}
 #: fanout.py cell giving each server's flat-out figure
-SATURATION_CELL = {"tickhub": "tickhub-relay", "uws": "uws", "bun": "bun"}
+SATURATION_CELL = {"tickhub": "tickhub-relay", "uws-relay": "uws-relay", "bun-relay": "bun-relay",
+                   "uws": "uws", "bun": "bun"}
+#: servers fed by the timestamping feeder (the rest publish and stamp themselves)
+RELAYS = ("tickhub", "uws-relay", "bun-relay")
 #: quantiles read from the client's histogram (the CDF); the table's come from here too
 QUANTILES = sorted({i / 200 for i in range(1, 200)}
                    | {0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0})
@@ -121,11 +129,21 @@ def client_main(argv: list[str]) -> int:
 
 def start_sender(server: str, burst: int, clients: int, rate: float, log: Any) -> tuple[list[Proc], str]:
     """The paced sender (and for tickhub the gateway behind it); returns (procs, client URL)."""
-    from fanout import BUN, PEERS, ensure_node_modules
+    from fanout import BUN, JS_RELAYS, PEERS, ensure_node_modules, start_js_relay
     from hub_e2e import start_hub_behind_feeder
 
+    feeder_args = ["--rate", f"{rate:.3f}", "--burst", str(burst)]
     if server == "tickhub":
-        return start_hub_behind_feeder(["--rate", f"{rate:.3f}", "--burst", str(burst)], stderr=log)
+        return start_hub_behind_feeder(feeder_args, stderr=log)
+    if server in JS_RELAYS:
+        feeder = Proc([PYTHON, str(PEERS / "feeder.py"), *feeder_args], core=1, stderr=log)
+        try:
+            relay = start_js_relay(JS_RELAYS[server], feeder.read_event(10, "listening")["port"], log)
+            port = relay.read_event(15, "listening")["port"]
+        except BaseException:
+            feeder.stop()
+            raise
+        return [relay, feeder], f"ws://127.0.0.1:{port}/"
     ensure_node_modules()
     exe = {"uws": "node", "bun": str(BUN)}[server]
     script = {"uws": "uws_publish.js", "bun": "bun_publish.js"}[server]
@@ -143,7 +161,7 @@ def saturation(server: str, burst: int, clients: int, warmup: float, duration: f
     from fanout import ensure_node_modules, run_publisher, run_relay
 
     cell = SATURATION_CELL[server]
-    if server == "tickhub":
+    if server in RELAYS:
         row = run_relay(cell, burst, clients, warmup, duration)
     else:
         ensure_node_modules()
@@ -241,8 +259,10 @@ def markdown(rows: list[dict[str, Any]], sats: dict[tuple[str, int], dict[str, A
             "last client of a burst gets it about one pass (N × per-client cost) after the first; "
             "p50 ≈ half a pass, p99 ≈ a whole pass plus the client's own pass over its N sockets, even "
             "at 10 % load. At N=100 the pass is ten times shorter and the rest is the server's own "
-            "latency. tickhub's figure also includes the feeder → hub hop and parsing the upstream, "
-            "which the publishers don't have. A run that delivered < 95 % of the offered load or "
+            "latency. The relays' figures (tickhub and the uWS.js / Bun relays on the same feeder) also "
+            "include the feeder → relay hop, finding the payload in the envelope and the wait behind the "
+            "relay's previous pass; the publishers have none of these (they publish only between their "
+            "own passes), so their figures are a lower bound, not a hub. A run that delivered < 95 % of the offered load or "
             "broke a sequence is `ok: NO` and its latency is a queue, not a number. When the saturation "
             "run's client busy is near 100 % too, saturation is the limit of the server and the one "
             "client core together (both stated), the same rule for every server."]
@@ -259,7 +279,8 @@ def plot(rows: list[dict[str, Any]], burst: int, command: str, path: Path) -> No
     loads = sorted({r["load"] for r in rows})
     fig, axes = plt.subplots(len(ns), len(loads), figsize=(5 * len(loads), 4 * len(ns)),
                              squeeze=False, sharey=True)
-    colors = {"tickhub": "tab:blue", "uws": "tab:orange", "bun": "tab:green"}
+    colors = {"tickhub": "tab:blue", "uws-relay": "tab:orange", "bun-relay": "tab:green",
+              "uws": "tab:red", "bun": "tab:purple"}
     for i, n in enumerate(ns):
         for j, load in enumerate(loads):
             ax = axes[i][j]

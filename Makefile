@@ -36,9 +36,10 @@ bench: build
 bench-fanout: build
 	$(PY) bench/fanout.py --reps 3 --servers tickhub-relay,tickhub,picows-naive,websockets.broadcast --bursts 1,10
 
-# The side-by-side campaign with uWebSockets.js, Bun and Node ws (npm packages: bench/package.json).
+# The side-by-side campaign with uWebSockets.js, Bun and Node ws, as publishers and (uWS.js,
+# Bun) as relays on tickhub's feeder (npm packages: bench/package.json); ~9 min.
 bench-peers: build
-	$(PY) bench/fanout.py --reps 3
+	$(PY) bench/fanout.py --reps 5
 
 # The whole hub: feeder -> tickhub serve -> 1000 clients; throughput and latency.
 bench-e2e: build
@@ -48,11 +49,12 @@ bench-e2e: build
 bench-rss: build
 	$(PY) bench/idle_rss.py
 
-# Added latency at 10/50/90 % of each server's saturation, tickhub relay vs uWS.js vs Bun,
-# N=1000 and 100; table and CDF plot in bench/results/latency.{md,png}.
+# Added latency at 10/50/90 % of each server's saturation, tickhub relay vs uWS.js and Bun
+# (relays on the same feeder, and publishers), N=1000 and 100, 3 reps; table and CDF plot in
+# bench/results/latency.{md,png}; ~9 min.
 bench-latency: build
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) bench/latency.py
+	$(PY) bench/latency.py --reps 3
 
 # RSS per idle connection at 1,000 / 10,000 / 19,000 clients, tickhub serve vs uWS.js vs Bun.
 bench-memory: build

@@ -99,6 +99,12 @@ cdef class Stats:
         self.lat_count = 0
         self.lat_max_ns = 0
 
+    def histogram(self):
+        """The latency histogram's non-empty 1 µs buckets as ``[[us, count], ...]``, so
+        several client processes' windows can be merged (bench/cluster.py)."""
+        cdef Py_ssize_t i
+        return [[i + 1, self.hist[i]] for i in range(HIST_BUCKETS) if self.hist[i]]
+
     def percentiles_us(self, qs):
         """Latency percentiles in µs (bucket upper bounds) for each q in ``qs`` (0..1)."""
         cdef Py_ssize_t i

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -159,6 +160,29 @@ def client_argv(url: str, connections: int, warmup: float, duration: float,
     if idle:
         argv.append("--idle")
     return argv
+
+
+def merged_percentiles_us(histograms: Sequence[Sequence[Sequence[int]] | None],
+                          qs: Sequence[float]) -> list[int | None]:
+    """Percentiles (µs, bucket upper bounds, as ``Stats.percentiles_us`` reads them) of the
+    client processes' latency histograms (``latency_histogram`` in their results) merged:
+    the distribution over every frame of every process, not a worst-of per process."""
+    counts: dict[int, int] = defaultdict(int)
+    for hist in histograms:
+        for us, n in hist or ():
+            counts[us] += n
+    total = sum(counts.values())
+    if not total:
+        return [None for _ in qs]
+    out: list[int | None] = []
+    for q in qs:
+        acc = 0
+        for us in sorted(counts):
+            acc += counts[us]
+            if acc >= q * total:
+                out.append(us)
+                break
+    return out
 
 
 def median(xs: Sequence[float]) -> float:

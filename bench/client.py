@@ -193,6 +193,7 @@ async def main() -> int:
         disconnected=disconnected,
         client_cpu_user=cpu1.user - cpu0.user, client_cpu_sys=cpu1.system - cpu0.system,
         latency_samples=stats.lat_count, latency_us={"p50": p50, "p99": p99, "p99.9": p999, "max": p100},
+        latency_histogram=stats.histogram() if args.latency else None,
         ok=errors == 0 and disconnected == 0 and failed == 0 and frames > 0,
     )
     if args.drain:

@@ -12,8 +12,9 @@ upstream stamping every trade with ``"T": time.monotonic_ns()``), the real
   bus batch per loop turn and the other two fan out what they receive from Redis.
 
 The feeder offers the same fixed rate (bursts of ``--burst``) to both setups. Reported per
-setup: delivered msgs/s (all clients), p50 / p99 latency (per load process; the cluster
-row shows the worst), CPU of all hub processes and of Redis over the measuring window.
+setup: delivered msgs/s (all clients), p50 / p99 / p99.9 / max latency over every frame of
+every client (the load processes' histograms merged) and p99 per instance, CPU of all hub
+processes and of Redis over the measuring window.
 
 What this can show on a 2-core machine: all hubs share core 0 (``--hub-core``) and the
 feeder, the load processes and Redis share core 1, so three instances get no more CPU
@@ -44,6 +45,7 @@ from benchlib import (
     client_argv,
     cpu_seconds,
     ensure_benchclient,
+    merged_percentiles_us,
     versions,
 )
 from hub_e2e import free_port, wait_listening
@@ -118,6 +120,9 @@ def run_setup(instances: int, args: argparse.Namespace, feeder_port: int,
         "disconnected": sum(r["disconnected"] for r in results),
         "p50_us": [r["latency_us"]["p50"] for r in results],
         "p99_us": [r["latency_us"]["p99"] for r in results],
+        # every frame of every load process, merged: the cluster's own percentiles
+        "merged_us": dict(zip(("p50", "p99", "p99.9", "max"), merged_percentiles_us(
+            [r.get("latency_histogram") for r in results], (0.5, 0.99, 0.999, 1.0)))),
         "hub_cpu_busy": hub_busy,
         "hub_cpu_total": sum(hub_busy),
         "redis_cpu_busy": busy[instances] if len(busy) > instances else None,
@@ -161,16 +166,17 @@ def main() -> int:
     print(f"\n{args.clients} clients on /ws/btcusdt@trade, upstream {args.rate:g} msgs/s in bursts of "
           f"{args.burst}, {args.duration:g} s windows after {args.warmup:g} s warm-up; hubs on core "
           f"{args.hub_core}, feeder + load + Redis on core {args.client_core}\n")
-    print("| setup | offered msgs/s | delivered msgs/s | ok | p50 µs | p99 µs | hub CPU (sum) | Redis CPU |")
+    print("| setup | offered msgs/s | delivered msgs/s | ok | p50 / p99 / p99.9 / max µs (all clients) "
+          "| p99 µs per instance | hub CPU (sum) | Redis CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         setup = "1 instance (memory bus)" if r["instances"] == 1 else f"{r['instances']} instances (Redis bus)"
-        p50 = "/".join(str(x) for x in r["p50_us"])
-        p99 = max((x for x in r["p99_us"] if x is not None), default=None)
+        merged = " / ".join("–" if v is None else f"{v:,}" for v in r["merged_us"].values())
+        per_instance = " / ".join("–" if x is None else f"{x:,}" for x in r["p99_us"])
         redis_cpu = "–" if r["redis_cpu_busy"] is None else f"{r['redis_cpu_busy']:.0%}"
         per_hub = " + ".join(f"{b:.0%}" for b in r["hub_cpu_busy"])
         print(f"| {setup} | {r['offered_per_s'] / 1e6:.3f} M/s | {r['delivered_per_s'] / 1e6:.3f} M/s | "
-              f"{'yes' if r['ok'] else 'NO'} | {p50} | {p99} (worst) | {r['hub_cpu_total']:.0%}"
+              f"{'yes' if r['ok'] else 'NO'} | {merged} | {per_instance} | {r['hub_cpu_total']:.0%}"
               f"{'' if r['instances'] == 1 else f' ({per_hub})'} | {redis_cpu} |")
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -211,6 +211,16 @@ def cells_of(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(cells.values())
 
 
+def cell_quantile(cell: list[dict[str, Any]], q: float, spread: bool) -> str:
+    """Quantile ``q`` of a cell: the median over its repetitions, with their min–max if
+    ``spread``."""
+    vs = [v for v in (quantile(r, q) for r in cell) if v is not None]
+    if not vs:
+        return "–"
+    text = f"{median(vs):,.0f}"
+    return f"{text} ({min(vs):,}–{max(vs):,})" if spread and len(vs) > 1 else text
+
+
 def median_run(cell: list[dict[str, Any]]) -> dict[str, Any]:
     """The repetition whose p99.9 is the median: the one a CDF plot shows for the cell."""
     ranked = sorted(cell, key=lambda r: quantile(r, 0.999) or 0)
@@ -231,15 +241,7 @@ def markdown(rows: list[dict[str, Any]], sats: dict[tuple[str, int], dict[str, A
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in cells_of(rows):
         r0 = cell[0]
-
-        def fig(q: float, spread: bool) -> str:
-            vs = [v for v in (quantile(r, q) for r in cell) if v is not None]
-            if not vs:
-                return "–"
-            text = f"{median(vs):,.0f}"
-            return f"{text} ({min(vs):,}–{max(vs):,})" if spread and len(vs) > 1 else text
-
-        lat = " | ".join(fig(q, name in ("p99", "p99.9")) for name, q in REPORTED)
+        lat = " | ".join(cell_quantile(cell, q, name in ("p99", "p99.9")) for name, q in REPORTED)
         out.append(f"| {r0['clients']} | {r0['load']:.0%} | {LABELS[r0['server']]} | {r0['rate']:,.0f} | "
                    f"{median([r['frames_per_s'] for r in cell]) / 1e6:.2f} M | "
                    f"{'yes' if all(r['ok'] for r in cell) else 'NO'} | "

@@ -58,8 +58,9 @@ def emit(**event: object) -> None:
     sys.stdout.flush()
 
 
-def serve_control(counters: Counters) -> None:
-    """Answer ``snap`` lines on stdin with the counters; EOF ends the process."""
+def on_stdin_lines(handle: Callable[[str], None]) -> None:
+    """Call ``handle(line)`` for every line the parent writes on stdin (from the event loop,
+    between turns); EOF stops the loop, so the process ends with its parent."""
     loop = asyncio.get_running_loop()
     buf = bytearray()
 
@@ -73,14 +74,23 @@ def serve_control(counters: Counters) -> None:
         while b"\n" in buf:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
-            if line.strip() == b"snap":
-                emit(event="snap", **counters.snapshot())
-            elif line.strip() == b"stop":
-                # Runs between publishing turns, so ``published`` is final.
-                counters.stopped = True
-                emit(event="stopped", published=counters.published)
+            handle(line.decode())
 
     loop.add_reader(0, readable)
+
+
+def serve_control(counters: Counters) -> None:
+    """Answer ``snap`` lines on stdin with the counters and ``stop`` with the published count."""
+
+    def handle(line: str) -> None:
+        if line.strip() == "snap":
+            emit(event="snap", **counters.snapshot())
+        elif line.strip() == "stop":
+            # Runs between publishing turns, so ``published`` is final.
+            counters.stopped = True
+            emit(event="stopped", published=counters.published)
+
+    on_stdin_lines(handle)
 
 
 async def publish_forever(

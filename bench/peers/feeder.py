@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import time
 
@@ -70,7 +69,7 @@ import picows
 import uvloop
 
 from benchlib import trade_payload
-from common import MixWorkload, emit
+from common import MixWorkload, emit, on_stdin_lines
 
 STREAM = "btcusdt@trade"
 #: a tail's top-level update id: ``,"u":<digits>`` (the mix templates start with ``{"t":``)
@@ -348,22 +347,7 @@ async def main() -> None:
     feeder = Feeder(args.mode, args.rate, args.burst, mix)
     server = await picows.ws_create_server(lambda _req: feeder.listener(), "127.0.0.1", 0)
     emit(event="listening", port=server.sockets[0].getsockname()[1])
-    loop = asyncio.get_running_loop()
-    buf = bytearray()
-
-    def readable() -> None:
-        data = os.read(0, 4096)
-        if not data:
-            loop.remove_reader(0)
-            loop.stop()
-            return
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            feeder.command(line.decode())
-
-    loop.add_reader(0, readable)
+    on_stdin_lines(feeder.command)
     await (feeder.run_rate() if args.mode == "rate" else feeder.run_turns())
 
 

@@ -66,6 +66,7 @@ bench/results/fanout.jsonl and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
@@ -74,6 +75,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from benchlib import (BENCH, PYTHON, Proc, append_jsonl, client_argv, cpu_seconds,
@@ -468,25 +470,33 @@ def _relay_row(server: str, burst: int, clients: int, connected: dict[str, Any],
     return row
 
 
-def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
-    """One measured run of the gateway as a relay; always stops the three subprocesses."""
-    log = _server_log(server, burst)
-    gw: Proc | None = None
-    cli: Proc | None = None
+@contextlib.contextmanager
+def _relay_processes(server: str, burst: int, label: str,
+                     env: dict[str, str] | None = None) -> Iterator[tuple[Proc, Proc, str, list[Proc]]]:
+    """A relay cell's feeder and relay (``_start_relay``), and a list the caller adds its
+    client to; on leaving, every process stops, the client first."""
+    log = _server_log(label, burst)
+    clients: list[Proc] = []
     try:
-        feeder, gw, base = _start_relay(server, burst, log)
+        feeder, relay, base = _start_relay(server, burst, log, env)
+        try:
+            yield feeder, relay, base, clients
+        finally:
+            for proc in (*clients, relay, feeder):
+                proc.stop()
+    finally:
+        log.close()
+
+
+def run_relay(server: str, burst: int, clients: int, warmup: float, duration: float) -> dict[str, Any]:
+    """One measured run of a relay; always stops the three subprocesses."""
+    with _relay_processes(server, burst, server) as (feeder, relay, base, started):
         url = base if server in JS_RELAYS else base + "ws/btcusdt@trade"  # the peers serve any path
         cli = Proc(client_argv(url, clients, warmup, duration), core=1)
+        started.append(cli)
         connected = cli.read_event(60, "connected")
         feeder.command("go")
-        w = _relay_window(feeder, gw, cli, warmup, duration)
-    finally:
-        if cli is not None:
-            cli.stop()
-        if gw is not None:
-            gw.stop()
-            feeder.stop()
-        log.close()
+        w = _relay_window(feeder, relay, cli, warmup, duration)
     return _relay_row(server, burst, clients, connected, w)
 
 
@@ -509,14 +519,12 @@ def run_relay_mix(server: str, burst: int, clients: int, warmup: float, duration
     """The mix workload through the gateway: clients open ``/ws/<name>/<name>/...`` (raw
     payloads, as the publishers send them), the hub subscribes those streams upstream, and
     only then the feeder starts; after the window the same exact loss check as run_mix."""
-    log = _server_log(f"{server} mix", burst)
-    gw: Proc | None = None
-    cli: Proc | None = None
-    try:
-        feeder, gw, base = _start_relay(server, burst, log, env={"BENCH_MIX": str(MIX_FILE)})
+    with _relay_processes(server, burst, f"{server} mix", {"BENCH_MIX": str(MIX_FILE)}) as (
+            feeder, relay, base, started):
         argv = client_argv(base + "ws/", clients, warmup, duration)
         cli = Proc(argv + ["--assignment", str(MIX_FILE), "--assignment-urls", "names", "--wait-start",
                            "--increasing", "--drain"], core=1)
+        started.append(cli)
         connected = cli.read_event(60, "connected")
         wanted = len({s for streams in mix["clients"][:clients] for s in streams})
         subscribe_seconds = _wait_streams_subscribed(feeder, wanted)
@@ -524,7 +532,7 @@ def run_relay_mix(server: str, burst: int, clients: int, warmup: float, duration
         control_messages = feeder.read_event(5, "snap")["requests"]
         feeder.command("go")
         cli.command("start")
-        w = _relay_window(feeder, gw, cli, warmup, duration)
+        w = _relay_window(feeder, relay, cli, warmup, duration)
         feeder.command("stop")
         published = feeder.read_event(5, "stopped")["published"]
         # The hub may still hold an upstream backlog (flat mode): drain once it has read it all.
@@ -533,13 +541,6 @@ def run_relay_mix(server: str, burst: int, clients: int, warmup: float, duration
             raise RuntimeError("the hub did not answer the feeder's ping after stop")
         cli.command("drain")
         drained = cli.read_event(30, "drained")
-    finally:
-        if cli is not None:
-            cli.stop()
-        if gw is not None:
-            gw.stop()
-            feeder.stop()
-        log.close()
     row = _relay_row(server, burst, clients, connected, w)
     # seconds from every client connected to every stream subscribed upstream, and the
     # control messages the hub needed for that (at most 4 a second)

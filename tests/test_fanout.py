@@ -131,6 +131,32 @@ async def test_raw_and_combined_variants(fo):
     await hub.close()
 
 
+async def test_interleaved_streams_reach_each_subscription_set_in_order(fo):
+    """Several streams in one turn, three subscription sets, one joining mid-turn: each
+    client gets exactly its streams' messages of the turn, in publish order, once."""
+    hub = Hub(fo)
+    await hub.start()
+    a, b = fo.Topic(b"a@trade"), fo.Topic(b"b@trade")
+    only_a, both, late = [await websockets.connect(hub.url) for _ in range(3)]
+    await hub.wait_clients(3)
+    hub.fanout.set_subscriptions(hub.subs[0], [a], False)
+    hub.fanout.set_subscriptions(hub.subs[1], [a, b], False)
+    hub.fanout.publish(a, b'{"a":1}')
+    hub.fanout.set_subscriptions(hub.subs[2], [a, b], False)  # joins the second set mid-turn
+    hub.fanout.publish(b, b'{"b":1}')
+    hub.fanout.publish(a, b'{"a":2}')
+    hub.fanout.publish(b, b'{"b":2}')
+    assert await _collect(only_a, 2) == [b'{"a":1}', b'{"a":2}']
+    assert await _collect(both, 4) == [b'{"a":1}', b'{"b":1}', b'{"a":2}', b'{"b":2}']
+    assert await _collect(late, 3) == [b'{"b":1}', b'{"a":2}', b'{"b":2}']
+    hub.fanout.publish(b, b'{"b":3}')  # the next turn starts clean
+    assert await _collect(late, 1) == [b'{"b":3}']
+    assert await _collect(both, 1) == [b'{"b":3}']
+    for ws in (only_a, both, late):
+        await ws.close()
+    await hub.close()
+
+
 async def test_identical_subscription_sets_share_one_buffer(fo):
     hub = Hub(fo)
     await hub.start()
